@@ -1,0 +1,56 @@
+"""Speed and memory of full `crsbench run` jobs, one subprocess each.
+
+    .venv/bin/python bench/run_benchmarks.py [--models popularity repeat-context random] [--task redial]
+
+Each run goes to a fresh output directory; wall time is measured around the subprocess and
+peak memory is the run's own max RSS (from its result file). Results are written to bench/results/<task>.json and
+printed as a table. Benchmarks measure; tests never assert on these numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def bench_one(model: str, task: str, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "crsbench.cli", "run", model, "--task", task,
+                               "--output-dir", out, "--no-progress", *extra], capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"{model} failed:\n{proc.stderr}")
+        result = json.loads(next(Path(out).glob("*/result.json")).read_text())
+    return {"model": model, "wall_s": round(wall, 1), "timings_s": result["timings"],
+            "peak_rss_mb": result["peak_memory_mb"],  # measured by the run itself
+            "recall@10": result["metrics"]["standard/recall@10"]["value"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["popularity", "repeat-context", "random"])
+    parser.add_argument("--task", default="redial")
+    parser.add_argument("extra", nargs="*", help="extra arguments passed to crsbench run (after --)")
+    args = parser.parse_args()
+    rows = [bench_one(m, args.task, args.extra) for m in args.models]
+    report = {"machine": {"platform": platform.platform(), "python": platform.python_version()}, "runs": rows}
+    out = HERE / "results" / f"{args.task}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    for r in rows:
+        t = r["timings_s"]
+        print(f"{r['model']:<16} wall {r['wall_s']:>7.1f}s  load {t['load']:.1f}s fit {t['fit']:.1f}s "
+              f"predict {t['predict']:.1f}s score {t['score']:.1f}s  peak {r['peak_rss_mb']:.0f} MB")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

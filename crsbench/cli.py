@@ -1,0 +1,154 @@
+"""The `crsbench` command line. Start-up imports no torch, transformers or datasets."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from crsbench.errors import DegenerateRunError, UserError
+from crsbench.plugins import REGISTRIES, get_registry
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="crsbench")
+def cli():
+    """Benchmark conversational recommender systems: train, evaluate, compare, publish."""
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--task", "task_name", required=True, help="Task name, e.g. redial.")
+@click.option("--profile", default=None, help="Model profile (default: the model's first / device-appropriate one).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--output-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--limit", default=None, type=int, help="Evaluate on the first N test dialogues only.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--data-dir", default=None, help="Use a full dataset in this directory instead of the bundled data.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
+@click.option("--n-bootstrap", default=1000, show_default=True, type=click.IntRange(0, None))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, None))
+@click.option("--fresh", is_flag=True, help="Delete an existing run directory instead of resuming in it.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def run(model, task_name, profile, seed, output_dir, limit, device, data_dir, overrides, n_bootstrap,
+        batch_size, fresh, no_progress):
+    """Train (if needed) and evaluate MODEL on a task; write a run directory."""
+    from crsbench.runner import run as run_model
+    from crsbench.tables import metrics_table
+
+    run_dir = run_model(model, task_name, profile=profile, seed=seed, output_dir=output_dir, limit=limit,
+                        device=device, data_dir=data_dir, overrides=overrides, n_bootstrap=n_bootstrap,
+                        batch_size=batch_size, fresh=fresh, progress=not no_progress)
+    from crsbench.results import read_result
+
+    result = read_result(run_dir)
+    click.echo(metrics_table(result))
+    for note in result["notes"]:
+        click.echo(f"note: {note}")
+    click.echo(f"run directory: {run_dir}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--n-bootstrap", default=None, type=click.IntRange(0, None))
+def evaluate(run_dir, n_bootstrap):
+    """Re-score a run's stored predictions without re-running the model."""
+    from crsbench.runner import rescore
+    from crsbench.runs import require_run_dir
+    from crsbench.tables import metrics_table
+
+    path = require_run_dir(run_dir)
+    metrics = rescore(path, n_bootstrap)
+    click.echo(metrics_table({"metrics": metrics}))
+
+
+@cli.command()
+@click.argument("run_a", type=click.Path())
+@click.argument("run_b", type=click.Path())
+@click.option("--n-bootstrap", default=1000, show_default=True, type=click.IntRange(1, None))
+@click.option("--seed", default=0, show_default=True, type=int)
+def compare(run_a, run_b, n_bootstrap, seed):
+    """Per-metric difference B - A with paired dialogue-bootstrap p-values."""
+    from crsbench.compare import compare_runs
+
+    click.echo(compare_runs(Path(run_a), Path(run_b), n_bootstrap=n_bootstrap, seed=seed))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("-n", "count", default=5, show_default=True, type=click.IntRange(1, None))
+@click.option("--seed", default=0, show_default=True, type=int)
+def samples(run_dir, count, seed):
+    """Show a few test samples with the model's rankings and replies."""
+    from crsbench.compare import show_samples
+    from crsbench.runs import require_run_dir
+
+    click.echo(show_samples(require_run_dir(run_dir), count, seed))
+
+
+@cli.command(name="list")
+@click.argument("what", required=False, type=click.Choice(REGISTRIES))
+def list_(what):
+    """List registered models, tasks, metrics and rewards."""
+    registry = get_registry()
+    for kind in [what] if what else REGISTRIES:
+        entries = getattr(registry, kind)()
+        click.echo(f"{kind}:")
+        if not entries:
+            click.echo("  (none)")
+        for name in sorted(entries):
+            entry = entries[name]
+            desc = getattr(entry.obj, "description", "") or ""
+            click.echo(f"  {name:<22} {desc}  [{entry.plugin}]".rstrip())
+
+
+@cli.command()
+def plugins():
+    """List loaded plugins with version, hooks and load errors."""
+    registry = get_registry()
+    registry.collected()  # registration errors are recorded on the plugins
+    for name in sorted(registry.plugins):
+        info = registry.plugins[name]
+        version = f"{info.distribution} {info.version}" if info.distribution else "-"
+        click.echo(f"{name}  ({version})  module={info.module}")
+        click.echo(f"  hooks: {', '.join(info.hooks) or '-'}")
+        if info.error:
+            click.echo(f"  error: {info.error}")
+
+
+def _attach_plugin_commands() -> None:
+    from crsbench.leaderboard import leaderboard_group
+
+    cli.add_command(leaderboard_group, name="leaderboard")
+    get_registry().add_commands(cli)
+
+
+def main(argv=None) -> None:
+    """Entry point: user mistakes end in one 'Error: ...' line and a non-zero exit."""
+    _attach_plugin_commands()
+    try:
+        code = cli.main(args=argv, prog_name="crsbench", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        hint = f" (see 'crsbench {exc.ctx.command_path.split(' ', 1)[-1]} --help')" if exc.ctx and " " in exc.ctx.command_path else " (see 'crsbench --help')"
+        click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    except DegenerateRunError as exc:
+        click.echo(f"Stopped: {exc}", err=True)
+        sys.exit(3)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

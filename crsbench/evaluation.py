@@ -1,0 +1,195 @@
+"""From a model to prediction records, and from prediction records to metrics with CIs.
+
+Prediction records (one JSON line per test sample) hold everything metrics need, so a
+run can be re-scored later (``crsbench evaluate``) without the model.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+from crsbench.bootstrap import draw_dialog_counts, paired_p_value, percentile_ci, replicate_scores
+from crsbench.metrics.base import GENERATION, RECOMMENDATION, Units
+from crsbench.protocols import evaluated_ranks
+
+TOP_K_STORED = 20  # ranked items kept per sample for display (`crsbench samples`)
+PLACEHOLDER = "<movie>"
+
+
+def _batches(seq, size):
+    for start in range(0, len(seq), size):
+        yield seq[start:start + size]
+
+
+def _clean_ranking(ranking, in_catalogue: np.ndarray) -> np.ndarray:
+    """Catalogue items only, first occurrence kept, order preserved."""
+    arr = np.asarray(list(ranking), dtype=np.int64)
+    arr = arr[(arr >= 0) & (arr < len(in_catalogue))]
+    arr = arr[in_catalogue[arr]]
+    _, first = np.unique(arr, return_index=True)
+    return arr[np.sort(first)]
+
+
+def predict(model, samples: list[dict], items: list[int], find_items=None,
+            batch_size: int = 64, progress: bool = True) -> list[dict]:
+    """Run the model over ``samples`` and return one prediction record per sample."""
+    from tqdm.auto import tqdm
+
+    in_catalogue = np.zeros(max(items) + 1, dtype=bool)
+    in_catalogue[items] = True
+    records = [_base_record(s) for s in samples]
+
+    rec_idx = [i for i, s in enumerate(samples) if s["targets"]]
+    bar = tqdm(total=len(rec_idx), desc="recommend", unit="sample", disable=not progress)
+    for idx in _batches(rec_idx, batch_size):
+        rankings = model.recommend([samples[i] for i in idx])
+        if len(rankings) != len(idx):
+            raise ValueError(f"model {model.name!r} returned {len(rankings)} rankings for {len(idx)} samples")
+        for i, ranking in zip(idx, rankings):
+            _add_ranks(records[i], _clean_ranking(ranking, in_catalogue), len(in_catalogue))
+        bar.update(len(idx))
+    bar.close()
+
+    if model.generates:
+        bar = tqdm(total=len(samples), desc="generate", unit="sample", disable=not progress)
+        for idx in _batches(list(range(len(samples))), batch_size):
+            texts = model.generate([samples[i] for i in idx])
+            if len(texts) != len(idx):
+                raise ValueError(f"model {model.name!r} returned {len(texts)} responses for {len(idx)} samples")
+            for i, text in zip(idx, texts):
+                records[i]["response"] = text
+                records[i]["hyp_items"] = count_item_mentions(text, find_items)
+            bar.update(len(idx))
+        bar.close()
+    return records
+
+
+def count_item_mentions(text: str, find_items=None) -> int:
+    found = text.count(PLACEHOLDER)
+    if find_items is not None:
+        found += len(find_items(text))
+    return found
+
+
+def _base_record(sample: dict) -> dict:
+    context_items = list(dict.fromkeys(sample.get("context_items", [])))
+    return {
+        "sample_id": sample["sample_id"],
+        "dialog_id": sample["dialog_id"],
+        "context_items": context_items,
+        "targets": [{"item": int(item), "feedback": fb, "rank": None}
+                    for item, fb in zip(sample["targets"], sample["target_feedback"])],
+        "context_item_ranks": [None] * len(context_items),
+        "top": [],
+        "response": None,
+        "reference": sample.get("response", ""),
+        "hyp_items": 0,
+    }
+
+
+def _add_ranks(record: dict, ranking: np.ndarray, size: int) -> None:
+    position = np.zeros(size, dtype=np.int64)
+    position[ranking] = np.arange(1, len(ranking) + 1)
+
+    def rank_of(item):
+        return int(position[item]) if 0 <= item < size and position[item] > 0 else None
+
+    for t in record["targets"]:
+        t["rank"] = rank_of(t["item"])
+    record["context_item_ranks"] = [rank_of(i) for i in record["context_items"]]
+    record["top"] = [int(i) for i in ranking[:TOP_K_STORED]]
+
+
+# -- scoring ---------------------------------------------------------------------------
+def dialog_index(records: list[dict]) -> dict[str, int]:
+    return {d: i for i, d in enumerate(sorted({r["dialog_id"] for r in records}))}
+
+
+def recommendation_units(records: list[dict], protocol: str, index: dict[str, int]) -> Units:
+    dialogs, ranks, feedback = [], [], []
+    for r in records:
+        for _item, fb, rank in evaluated_ranks(protocol, r):
+            dialogs.append(index[r["dialog_id"]])
+            ranks.append(rank)
+            feedback.append(fb)
+    return Units(RECOMMENDATION, np.array(dialogs, dtype=np.int64),
+                 {"rank": np.array(ranks, dtype=float), "feedback": feedback})
+
+
+def generation_units(records: list[dict], index: dict[str, int]) -> Units | None:
+    rows = [r for r in records if r.get("response") is not None]
+    if not rows:
+        return None
+    return Units(GENERATION, np.array([index[r["dialog_id"]] for r in rows], dtype=np.int64),
+                 {"hyp": [r["response"] for r in rows], "ref": [r["reference"] for r in rows],
+                  "hyp_items": np.array([r.get("hyp_items", 0) for r in rows], dtype=float)})
+
+
+def _units_by_key(records, protocols, index) -> dict[str, Units]:
+    units = {p: recommendation_units(records, p, index) for p in protocols}
+    gen = generation_units(records, index)
+    if gen is not None:
+        units[GENERATION] = gen
+    return units
+
+
+def _metric_keys(metrics: dict, units: dict[str, Units]) -> Iterable[tuple[str, str, object]]:
+    for group, u in units.items():
+        for name in sorted(metrics):
+            metric = metrics[name]
+            if metric.kind == u.kind:
+                yield f"{group}/{name}", group, metric
+
+
+def score_records(records: list[dict], metrics: dict, protocols: Iterable[str],
+                  n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, dict]:
+    """Every metric under every protocol, with a dialogue-bootstrap (1-alpha) CI."""
+    index = dialog_index(records)
+    counts = draw_dialog_counts(len(index), n_boot, seed)
+    units = _units_by_key(records, protocols, index)
+    out = {}
+    for key, group, metric in _metric_keys(metrics, units):
+        u = units[group]
+        prepared = metric.prepare(u)
+        value = metric.score(prepared, np.ones(len(u)))
+        lo, hi = percentile_ci(replicate_scores(metric, prepared, u.dialog, counts), alpha) if n_boot else (math.nan, math.nan)
+        out[key] = {"value": _clean(value), "ci_low": _clean(lo), "ci_high": _clean(hi), "n": len(u)}
+    return out
+
+
+def compare_records(records_a: list[dict], records_b: list[dict], metrics: dict,
+                    protocols: Iterable[str], n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """Per metric: A, B, B - A and a paired dialogue-bootstrap p-value."""
+    by_id_b = {r["sample_id"]: r for r in records_b}
+    shared = [r for r in records_a if r["sample_id"] in by_id_b]
+    if not shared:
+        raise ValueError("the two runs share no test samples")
+    records_b = [by_id_b[r["sample_id"]] for r in shared]
+    if any(a["dialog_id"] != b["dialog_id"] for a, b in zip(shared, records_b)):
+        raise ValueError("the two runs disagree on which dialogue a sample belongs to: "
+                         "were they made from the same task data?")
+    index = dialog_index(shared)
+    counts = draw_dialog_counts(len(index), n_boot, seed)
+    units_a = _units_by_key(shared, protocols, index)
+    units_b = _units_by_key(records_b, protocols, index)
+    out = {}
+    for key, group, metric in _metric_keys(metrics, units_a):
+        if group not in units_b:
+            continue
+        ua, ub = units_a[group], units_b[group]
+        if len(ua) != len(ub) or not np.array_equal(ua.dialog, ub.dialog):
+            continue  # e.g. only one of the runs generated for some samples
+        pa, pb = metric.prepare(ua), metric.prepare(ub)
+        a, b = metric.score(pa, np.ones(len(ua))), metric.score(pb, np.ones(len(ub)))
+        deltas = replicate_scores(metric, pb, ub.dialog, counts) - replicate_scores(metric, pa, ua.dialog, counts)
+        lo, hi = percentile_ci(deltas)
+        out[key] = {"a": _clean(a), "b": _clean(b), "delta": _clean(b - a), "ci_low": _clean(lo),
+                    "ci_high": _clean(hi), "p_value": _clean(paired_p_value(deltas)), "n": len(ua)}
+    return out
+
+
+def _clean(x):
+    x = float(x)
+    return None if math.isnan(x) else x

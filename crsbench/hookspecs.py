@@ -1,0 +1,35 @@
+"""The plugin contract. Every hook receives a ``register`` callback (or the CLI group).
+
+pluggy lets an implementation accept fewer arguments than the spec, so hooks can grow
+new arguments without breaking existing plugins. Keep these signatures stable; each is
+documented in docs/plugin-api.md and tested in tests/test_hooks.py.
+"""
+import pluggy
+
+hookspec = pluggy.HookspecMarker("crsbench")
+hookimpl = pluggy.HookimplMarker("crsbench")
+
+
+@hookspec
+def register_models(register):
+    """Register model classes: ``register(ModelSubclass)``."""
+
+
+@hookspec
+def register_tasks(register):
+    """Register task classes: ``register(TaskSubclass)``."""
+
+
+@hookspec
+def register_metrics(register):
+    """Register metric instances: ``register(metric)``."""
+
+
+@hookspec
+def register_rewards(register):
+    """Register reward classes: ``register(RewardSubclass)``."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add click commands to the ``crsbench`` CLI group: ``cli.add_command(...)``."""

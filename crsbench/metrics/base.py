@@ -1,0 +1,74 @@
+"""Metric plugins: a metric scores a set of evaluation units under resampling weights.
+
+Splitting ``prepare`` (once, possibly slow) from ``score`` (per bootstrap replicate, fast)
+lets every metric, corpus-level ones included, get a dialogue-level bootstrap CI.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+RECOMMENDATION = "recommendation"
+GENERATION = "generation"
+
+
+@dataclass
+class Units:
+    """Evaluation units of one kind, each tied to a dialogue.
+
+    Recommendation units are (sample, target item) pairs with fields ``rank`` (float array,
+    1-based rank of the target under the protocol, ``inf`` if unranked) and ``feedback``
+    (list of "liked" / "disliked" / "unknown").
+    Generation units are responses with fields ``hyp`` and ``ref`` (lists of str) and
+    ``hyp_items`` (int array: item mentions found in each hypothesis).
+    """
+
+    kind: str
+    dialog: np.ndarray
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.dialog)
+
+    def __getitem__(self, key: str):
+        return self.fields[key]
+
+
+class Metric:
+    """Subclasses set ``name``, ``kind`` and implement ``prepare`` and ``score``."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = RECOMMENDATION
+    description: ClassVar[str] = ""
+    higher_is_better: ClassVar[bool] = True
+
+    def prepare(self, units: Units) -> Any:
+        """Per-unit precomputation, done once."""
+        raise NotImplementedError
+
+    def score(self, prepared: Any, weights: np.ndarray) -> float:
+        """The metric when unit i counts ``weights[i]`` times (all ones = the point estimate)."""
+        raise NotImplementedError
+
+    def compute(self, units: Units) -> float:
+        return self.score(self.prepare(units), np.ones(len(units)))
+
+
+class MeanMetric(Metric):
+    """A mean of per-unit values over the units where ``mask`` is true."""
+
+    def values(self, units: Units) -> tuple[np.ndarray, np.ndarray]:
+        """Return (values, mask) arrays of length ``len(units)``."""
+        raise NotImplementedError
+
+    def prepare(self, units: Units):
+        values, mask = self.values(units)
+        return np.asarray(values, dtype=float), np.asarray(mask, dtype=bool)
+
+    def score(self, prepared, weights: np.ndarray) -> float:
+        values, mask = prepared
+        w = weights * mask
+        total = w.sum()
+        return float((w * values).sum() / total) if total > 0 else float("nan")

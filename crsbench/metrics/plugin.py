@@ -1,0 +1,10 @@
+"""The built-in metrics, registered through the same hook a third-party plugin uses."""
+from crsbench import hookimpl
+
+
+@hookimpl
+def register_metrics(register):
+    from crsbench.metrics import generation, recommendation
+
+    for metric in recommendation.all_metrics() + generation.all_metrics():
+        register(metric)

@@ -1,0 +1,76 @@
+"""The base class every model plugin implements.
+
+The harness owns evaluation: a model returns rankings and (if it generates) texts, and
+never computes its own metrics. Heavy imports (torch, transformers) belong inside methods
+or in modules imported from them, so that registering a model stays fast.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+@dataclass
+class RunContext:
+    """What a model may use during a run: where to write, which seed and device."""
+
+    run_dir: Path
+    seed: int = 0
+    device: str = "cpu"
+    profile: str = "default"
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("crsbench"))
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        path = self.run_dir / "checkpoints"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class Model:
+    """A conversational recommender.
+
+    Subclasses set ``name`` (the CLI name), ``version`` and ``profiles`` (profile name ->
+    config dict; the first one is the default) and implement ``recommend``; generating
+    models set ``generates = True`` and implement ``generate``; training models implement
+    ``fit``.
+
+    Samples are dicts with the keys documented in docs/plugin-api.md (``context``,
+    ``context_items``, ``targets``, ...).
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0"
+    description: ClassVar[str] = ""
+    generates: ClassVar[bool] = False
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {"default": {}}
+
+    def __init__(self, config: dict[str, Any], context: RunContext):
+        self.config = config
+        self.context = context
+
+    @classmethod
+    def default_profile(cls, device: str = "cpu") -> str:
+        """The profile used when the user names none; GPU-aware models may override."""
+        return next(iter(cls.profiles))
+
+    def fit(self, data) -> None:
+        """Train on ``data`` (a :class:`crsbench.task.TaskData`). Models that do not train skip it."""
+
+    def recommend(self, batch: list[dict]) -> list[list[int]]:
+        """Return, for each sample, item ids ranked best first.
+
+        A ranking may be partial (at least the top 50 is expected); items it leaves out
+        count as tied below every ranked item.
+        """
+        raise NotImplementedError
+
+    def result_extra(self) -> dict[str, Any]:
+        """Model-specific summaries for the result file (loss curves, validation numbers)."""
+        return {}
+
+    def generate(self, batch: list[dict]) -> list[str]:
+        """Return the recommender's reply for each sample (only if ``generates``)."""
+        raise NotImplementedError(f"model {self.name!r} does not generate responses")

@@ -1,0 +1,143 @@
+"""The versioned result file: one JSON document per run, written atomically.
+
+Schema history (bump SCHEMA_VERSION and add an upgrade step when a field changes meaning):
+  1 - first version.
+Readers accept every earlier version by upgrading it step by step, so old result files in
+``leaderboards/`` keep working.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from crsbench.errors import UserError
+
+SCHEMA_VERSION = 1
+RESULT_FILE = "result.json"
+TRACKED_LIBRARIES = ("crsbench", "torch", "transformers", "datasets", "numpy", "pluggy", "sacrebleu",
+                     "rouge-score", "nltk", "accelerate", "trl", "torch-geometric")
+
+# version -> function turning a result of that version into the next version
+_UPGRADES: dict[int, Callable[[dict], dict]] = {}
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temp file in the same directory, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, ensure_ascii=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_result(path: Path) -> dict:
+    """Read a result file of any schema version up to ours, upgraded to the current one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULT_FILE
+    if not path.is_file():
+        raise UserError(f"no result file at {path}")
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    version = result.get("schema_version")
+    if not isinstance(version, int):
+        raise UserError(f"{path}: not a crsbench result file (no schema_version)")
+    if version > SCHEMA_VERSION:
+        raise UserError(f"{path}: schema version {version} is newer than this crsbench reads "
+                        f"({SCHEMA_VERSION}); upgrade crsbench")
+    while version < SCHEMA_VERSION:
+        result = _UPGRADES[version](result)
+        version = result["schema_version"]
+    return result
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in TRACKED_LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_state(start: Path | None = None) -> dict[str, Any]:
+    """Commit and dirtiness of the repository crsbench runs from, if any."""
+    cwd = start or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": dirty if commit else None}
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process and its finished children (Linux reports KiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024, 1)
+
+
+def environment(device: str) -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "device": device,
+        "libraries": library_versions(),
+        "git": git_state(),
+    }
+
+
+def build_result(*, task: dict, model: dict, seeds: dict, evaluation: dict, metrics: dict,
+                 timings: dict, device: str, notes: list[str] | None = None,
+                 extra: dict | None = None, created: str | None = None) -> dict:
+    """Assemble a result document.
+
+    task:       {"name", "version", "protocols": [...], "data": {"variant", "sha256", "files"}}
+    model:      {"name", "version", "plugin", "profile", "config": {...}, "generates": bool}
+    seeds:      {"run": int, "bootstrap": int}
+    evaluation: {"split", "n_bootstrap", "ci_level", "resampling", "n_samples", "n_dialogs",
+                 "n_targets": {protocol: n}, "n_responses", "limit"}
+    metrics:    {"<protocol or generation>/<metric>": {"value", "ci_low", "ci_high", "n"}}
+    timings:    seconds per phase, e.g. {"load": .., "fit": .., "predict": .., "score": .., "total": ..}
+    """
+    from datetime import datetime, timezone
+
+    from crsbench import __version__
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "crsbench_version": __version__,
+        "created": created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "task": task,
+        "model": model,
+        "seeds": seeds,
+        "evaluation": evaluation,
+        "metrics": metrics,
+        "timings": {k: round(float(v), 2) for k, v in timings.items()},
+        "peak_memory_mb": peak_memory_mb(),
+        "environment": environment(device),
+        "notes": list(notes or []),
+        "extra": extra or {},
+    }

@@ -1,0 +1,189 @@
+"""`crsbench run`: train (if the model trains), predict, score, write the run directory."""
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from crsbench.config import apply_overrides
+from crsbench.errors import UserError
+from crsbench.plugins import get_registry
+from crsbench.results import RESULT_FILE, build_result, write_json_atomic
+from crsbench.runs import CONFIG_FILE, ITEM_NAMES_FILE, PREDICTIONS_FILE, read_config, write_jsonl_atomic
+
+log = logging.getLogger("crsbench")
+DEFAULT_BOOTSTRAP = 1000
+
+
+def lookup(kind: str, name: str):
+    """A registered model/task/metric/reward by name, or a UserError that lists the known ones."""
+    entries = getattr(get_registry(), kind)()
+    if name in entries:
+        return entries[name]
+    close = difflib.get_close_matches(name, entries, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    known = ", ".join(sorted(entries)) or "none"
+    raise UserError(f"unknown {kind[:-1]} {name!r}{hint} (known: {known}; see 'crsbench list {kind}')")
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise UserError(f"--device {device}: no CUDA device is available on this machine")
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "log.txt", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("crsbench")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in root.handlers):
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("[crsbench] %(message)s"))
+        root.addHandler(console)
+    return handler
+
+
+def prepare_run_dir(run_dir: Path, config: dict, fresh: bool) -> None:
+    """Create the run directory, or resume in it when it was made by the same config."""
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if (run_dir / CONFIG_FILE).exists():
+        previous = read_config(run_dir)
+        if previous != config:
+            raise UserError(f"{run_dir} holds a run with a different configuration; "
+                            "pass --fresh to start over or --output-dir to run elsewhere")
+        log.info("resuming in %s", run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / CONFIG_FILE, config)
+
+
+def run(model_name: str, task_name: str, *, profile: str | None = None, seed: int = 0,
+        output_dir: str | Path = "runs", limit: int | None = None, device: str = "auto",
+        data_dir: str | None = None, overrides: tuple[str, ...] = (), n_bootstrap: int = DEFAULT_BOOTSTRAP,
+        batch_size: int = 64, fresh: bool = False, progress: bool = True) -> Path:
+    from crsbench.evaluation import predict, score_records
+    from crsbench.model import RunContext
+    from crsbench.seeding import seed_everything
+
+    started = time.perf_counter()
+    model_entry, task_entry = lookup("models", model_name), lookup("tasks", task_name)
+    model_cls, task_cls = model_entry.obj, task_entry.obj
+    if limit is not None and limit <= 0:
+        raise UserError("--limit must be a positive number of test dialogues")
+    device = resolve_device(device)
+    profile = profile or model_cls.default_profile(device)
+    if profile not in model_cls.profiles:
+        raise UserError(f"model {model_name!r} has no profile {profile!r} "
+                        f"(profiles: {', '.join(model_cls.profiles)})")
+    model_config = apply_overrides(model_cls.profiles[profile], overrides)
+
+    task = task_cls(data_dir=data_dir)
+    run_dir = Path(output_dir) / f"{model_name}_{task_name}_{profile}_s{seed}" + (f"_n{limit}" if limit else "")
+    config = {"model": model_name, "task": task_name, "profile": profile, "seed": seed, "limit": limit,
+              "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+              "model_config": model_config, "protocols": list(task_cls.protocols), "n_bootstrap": n_bootstrap}
+    prepare_run_dir(run_dir, config, fresh)
+    handler = _setup_logging(run_dir)
+    try:
+        seed_everything(seed)
+        timings = {}
+        t0 = time.perf_counter()
+        data = task.load(limit=limit)
+        timings["load"] = time.perf_counter() - t0
+        test = list(data.splits["test"])
+        log.info("task %s v%s: %d test samples, %d catalogue items", task_name, task_cls.version,
+                 len(test), len(data.items))
+
+        context = RunContext(run_dir=run_dir, seed=seed, device=device, profile=profile, logger=log)
+        model = model_cls(model_config, context)
+        t0 = time.perf_counter()
+        model.fit(data)
+        timings["fit"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        records = predict(model, test, data.items, find_items=task.find_items, batch_size=batch_size,
+                          progress=progress)
+        for record, sample in zip(records, test):
+            record["context"] = list(sample["context"])
+        timings["predict"] = time.perf_counter() - t0
+        write_jsonl_atomic(run_dir / PREDICTIONS_FILE, records)
+        write_json_atomic(run_dir / ITEM_NAMES_FILE, {str(k): v for k, v in data.item_names.items()})
+
+        t0 = time.perf_counter()
+        metrics = score_records(records, get_registry().metrics_objects(), task_cls.protocols,
+                                n_boot=n_bootstrap, seed=seed)
+        timings["score"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - started
+
+        notes = [] if model_cls.generates else [
+            f"{model_name} does not generate responses: no generation metrics are reported"]
+        result = build_result(
+            task={"name": task_name, "version": task_cls.version, "protocols": list(task_cls.protocols),
+                  "data": task.data_info()},
+            model={"name": model_name, "version": model_cls.version, "plugin": model_entry.plugin,
+                   "profile": profile, "config": model_config, "generates": model_cls.generates},
+            seeds={"run": seed, "bootstrap": seed},
+            evaluation=evaluation_summary(records, task_cls.protocols, n_bootstrap, limit, metrics),
+            metrics=metrics, timings=timings, device=device, notes=notes, extra=model.result_extra())
+        write_json_atomic(run_dir / RESULT_FILE, result)
+        log.info("wrote %s", run_dir / RESULT_FILE)
+        return run_dir
+    finally:
+        logging.getLogger("crsbench").removeHandler(handler)
+        handler.close()
+
+
+def evaluation_summary(records, protocols, n_bootstrap, limit, metrics) -> dict:
+    n_targets = {}
+    for key, value in metrics.items():
+        group = key.split("/", 1)[0]
+        if group in protocols:
+            n_targets[group] = value["n"]
+    return {
+        "split": "test", "n_bootstrap": n_bootstrap, "ci_level": 0.95, "resampling": "dialogue",
+        "n_samples": len(records), "n_dialogs": len({r["dialog_id"] for r in records}),
+        "n_rec_samples": sum(1 for r in records if r["targets"]), "n_targets": n_targets,
+        "n_responses": sum(1 for r in records if r.get("response") is not None), "limit": limit,
+    }
+
+
+def rescore(run_dir: Path, n_bootstrap: int | None = None) -> dict:
+    """Re-score a run's stored predictions (no model involved) and rewrite its result file."""
+    from crsbench.evaluation import score_records
+    from crsbench.results import read_result
+    from crsbench.runs import read_jsonl
+
+    config = read_config(run_dir)
+    records = read_jsonl(run_dir / PREDICTIONS_FILE)
+    n_bootstrap = config.get("n_bootstrap", DEFAULT_BOOTSTRAP) if n_bootstrap is None else n_bootstrap
+    metrics = score_records(records, get_registry().metrics_objects(), config["protocols"],
+                            n_boot=n_bootstrap, seed=config["seed"])
+    result_path = run_dir / RESULT_FILE
+    if result_path.exists():
+        result = read_result(result_path)
+        result["metrics"] = metrics
+        result["evaluation"] = evaluation_summary(records, config["protocols"], n_bootstrap,
+                                                  config.get("limit"), metrics)
+        write_json_atomic(result_path, result)
+    return metrics
+
+
+def dump_config(config: dict) -> str:
+    return json.dumps(config, indent=2, sort_keys=True)

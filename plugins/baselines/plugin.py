@@ -1,0 +1,11 @@
+"""Reference baselines, shipped as a plugin through the same entry-point group as any other."""
+from crsbench import hookimpl
+
+
+@hookimpl
+def register_models(register):
+    from crsbench_plugins.baselines.models import PopularityModel, RandomModel, RepeatContextModel
+
+    register(RandomModel)
+    register(PopularityModel)
+    register(RepeatContextModel)

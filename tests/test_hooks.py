@@ -1,0 +1,294 @@
+"""Every hookspec is documented with its exact signature and has a ``test_hook_<name>`` test.
+
+The hook tests register a plugin object inside the test and check that what it registered
+shows up where the harness looks for it (the registry, ``crsbench list``, a real run).
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import logging
+import re
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+
+from crsbench import MeanMetric, Model, Reward, Task, TaskData, hookimpl, hookspecs
+from crsbench.plugins import PluginRegistry
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PLUGIN_API = REPO_ROOT / "docs" / "plugin-api.md"
+
+
+def hookspec_functions() -> dict:
+    marker = f"{hookspecs.hookspec.project_name}_spec"
+    return {name: fn for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, marker)}
+
+
+def signature_text(name: str, fn) -> str:
+    return f"{name}({', '.join(inspect.signature(fn).parameters)})"
+
+
+def call_main(args, capsys) -> tuple[int, str, str]:
+    from crsbench.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+# -- the contract ------------------------------------------------------------------------
+def test_hookspecs_are_found():
+    assert {"register_models", "register_tasks", "register_metrics", "register_rewards",
+            "register_commands"} <= set(hookspec_functions())
+
+
+@pytest.mark.parametrize("name", sorted(hookspec_functions()))
+def test_hook_is_documented_with_its_signature(name):
+    signature = signature_text(name, hookspec_functions()[name])
+    headings = re.findall(r"^#{2,4} .*$", PLUGIN_API.read_text(encoding="utf-8"), flags=re.M)
+    assert any(f"`{signature}`" in h for h in headings), \
+        f"docs/plugin-api.md needs a heading with `{signature}`"
+
+
+def test_documented_hooks_exist():
+    """No stale hook headings: every documented `register_*(...)` heading is a real hookspec."""
+    specs = {signature_text(n, fn) for n, fn in hookspec_functions().items()}
+    text = PLUGIN_API.read_text(encoding="utf-8")
+    documented = set(re.findall(r"^#{2,4} `(register_\w+\([^)]*\))`", text, flags=re.M))
+    assert documented == specs
+
+
+@pytest.mark.parametrize("name", sorted(hookspec_functions()))
+def test_hook_has_a_test(name):
+    test_names = set()
+    for path in (REPO_ROOT / "tests").glob("test_*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        test_names |= {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    assert f"test_hook_{name}" in test_names
+
+
+# -- a tiny task, model, metric and reward --------------------------------------------------
+def tiny_sample(dialog, turn, context_items, targets, feedback=None):
+    return {"sample_id": f"{dialog}-{turn}", "dialog_id": dialog, "turn": turn,
+            "context": ["hi"] * len(context_items), "context_roles": ["seeker"] * len(context_items),
+            "context_items": context_items, "context_entities": [], "targets": targets,
+            "target_feedback": feedback or ["liked"] * len(targets), "response": "try <movie>",
+            "response_template": "try <movie>", "response_entities": []}
+
+
+class TinyTask(Task):
+    name = "tiny-task"
+    version = "1"
+    description = "Four dialogues over five items (test plugin)."
+
+    def load(self, limit=None):
+        test = [tiny_sample(f"t{i}", 1, [i], [(i + 1) % 5]) for i in range(4)]
+        train = [tiny_sample(f"r{i}", 1, [i], [(i + 1) % 5]) for i in range(5)]
+        return TaskData(splits={"train": train, "test": test[:limit] if limit else test},
+                        items=[0, 1, 2, 3, 4], item_names={i: f"item {i}" for i in range(5)})
+
+    def data_info(self):
+        return {"variant": "inline", "sha256": None, "files": {}}
+
+
+class NextItemModel(Model):
+    name = "tiny-next-item"
+    version = "1"
+    description = "Recommends item (last context item + 1) (test plugin)."
+    profiles = {"default": {"step": 1}}
+
+    def recommend(self, batch):
+        return [[(s["context_items"][-1] + self.config["step"]) % 5] for s in batch]  # partial ranking
+
+
+class FirstPlaceMetric(MeanMetric):
+    name = "tiny_first_place"
+    kind = "recommendation"
+    description = "Share of targets ranked first (test plugin)."
+
+    def values(self, units):
+        rank = np.asarray(units["rank"], dtype=float)
+        return (rank == 1).astype(float), np.ones(len(rank), dtype=bool)
+
+
+class ResponseLengthMetric(MeanMetric):
+    name = "tiny_response_length"
+    kind = "generation"
+
+    def values(self, units):
+        return np.array([len(h) for h in units["hyp"]], dtype=float), np.ones(len(units), dtype=bool)
+
+
+class LengthReward(Reward):
+    name = "tiny-length"
+    description = "Response length in characters, capped (test plugin)."
+
+    def score(self, samples, responses):
+        cap = self.options.get("cap", 10)
+        return [float(min(len(r), cap)) for r in responses]
+
+
+@pytest.fixture
+def crsbench_logger_restored():
+    """A run adds handlers to the 'crsbench' logger; drop them so later tests stay quiet."""
+    logger = logging.getLogger("crsbench")
+    before, level = list(logger.handlers), logger.level
+    yield
+    for handler in logger.handlers[:]:
+        if handler not in before:
+            logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+# -- one test per hook -------------------------------------------------------------------------
+def test_hook_register_models(isolated_registry, capsys):
+    class Plugin:
+        @hookimpl
+        def register_models(self, register):
+            register(NextItemModel)
+
+    standalone = PluginRegistry()
+    standalone.register_plugin(Plugin(), "tiny")
+    entry = standalone.models()["tiny-next-item"]
+    assert entry.obj is NextItemModel and entry.plugin == "tiny"
+    assert standalone.plugins["tiny"].hooks == ["register_models"]
+    standalone.unregister_plugin("tiny")
+    assert "tiny-next-item" not in standalone.models() and "tiny" not in standalone.plugins
+
+    isolated_registry.register_plugin(Plugin(), "tiny")
+    code, out, _ = call_main(["list", "models"], capsys)
+    assert code == 0
+    assert re.search(r"^  tiny-next-item +Recommends item .*\[tiny\]$", out, flags=re.M), out
+
+
+def test_hook_register_tasks(isolated_registry, capsys, tmp_path, crsbench_logger_restored):
+    """A registered task is runnable end to end, with models and metrics from other plugins."""
+    class TaskPlugin:
+        @hookimpl
+        def register_tasks(self, register):
+            register(TinyTask)
+
+    class ModelPlugin:
+        @hookimpl
+        def register_models(self, register):
+            register(NextItemModel)
+
+        @hookimpl
+        def register_metrics(self, register):
+            register(FirstPlaceMetric())
+            register(ResponseLengthMetric())
+
+    isolated_registry.register_plugin(TaskPlugin(), "tiny_tasks")
+    isolated_registry.register_plugin(ModelPlugin(), "tiny_models")
+    assert isolated_registry.tasks()["tiny-task"].obj is TinyTask
+
+    code, out, _ = call_main(["list", "tasks"], capsys)
+    assert code == 0 and "tiny-task" in out and "[tiny_tasks]" in out
+
+    code, out, err = call_main(["run", "tiny-next-item", "--task", "tiny-task", "--device", "cpu",
+                                "--output-dir", str(tmp_path), "--n-bootstrap", "20", "--no-progress"], capsys)
+    assert code == 0, err
+    result = json.loads(next(tmp_path.glob("*/result.json")).read_text())
+    assert result["task"]["name"] == "tiny-task" and result["model"]["plugin"] == "tiny_models"
+    assert result["evaluation"]["n_samples"] == 4
+    # Targets 0..3 are "last context item + 1": the model ranks each of them first.
+    assert result["metrics"]["standard/tiny_first_place"]["value"] == 1.0
+    # Non-generating model: the harness reports no generation metric, and says so.
+    assert not [k for k in result["metrics"] if k.startswith("generation/")]
+    assert any("does not generate" in note for note in result["notes"])
+
+
+def test_hook_register_metrics(isolated_registry, capsys):
+    from crsbench.evaluation import score_records
+
+    class Plugin:
+        @hookimpl
+        def register_metrics(self, register):
+            register(FirstPlaceMetric())
+            register(ResponseLengthMetric())
+
+    isolated_registry.register_plugin(Plugin(), "tiny_metrics")
+    metrics = isolated_registry.metrics_objects()
+    assert set(metrics) == {"tiny_first_place", "tiny_response_length"}
+    assert isolated_registry.metrics()["tiny_first_place"].plugin == "tiny_metrics"
+
+    def record(dialog, rank, response=None):
+        return {"sample_id": dialog, "dialog_id": dialog, "context_items": [], "context_item_ranks": [],
+                "targets": [{"item": 1, "feedback": "liked", "rank": rank}], "response": response,
+                "reference": "ref", "hyp_items": 0}
+
+    records = [record("a", 1), record("b", 3), record("c", None), record("d", 1)]
+    scored = score_records(records, metrics, ["standard"], n_boot=30)
+    assert scored["standard/tiny_first_place"]["value"] == 0.5
+    assert scored["standard/tiny_first_place"]["n"] == 4
+    assert "generation/tiny_response_length" not in scored  # no responses, no generation metrics
+
+    records[0]["response"], records[1]["response"] = "abcd", "ab"
+    scored = score_records(records, metrics, ["standard"], n_boot=30)
+    assert scored["generation/tiny_response_length"]["value"] == 3.0
+    assert scored["generation/tiny_response_length"]["n"] == 2
+
+    code, out, _ = call_main(["list", "metrics"], capsys)
+    assert code == 0 and "tiny_first_place" in out and "[tiny_metrics]" in out
+
+
+def test_hook_register_rewards(isolated_registry, capsys):
+    from crsbench.runner import lookup
+
+    class Plugin:
+        @hookimpl
+        def register_rewards(self, register):
+            register(LengthReward)
+
+    isolated_registry.register_plugin(Plugin(), "tiny_rewards")
+    entry = lookup("rewards", "tiny-length")  # how a training model finds a reward by name
+    assert entry.obj is LengthReward and entry.plugin == "tiny_rewards"
+    reward = entry.obj(cap=3)
+    assert reward.score([{}, {}], ["ab", "abcdef"]) == [2.0, 3.0]
+
+    code, out, _ = call_main(["list", "rewards"], capsys)
+    assert code == 0 and re.search(r"^  tiny-length +Response length .*\[tiny_rewards\]$", out, flags=re.M)
+
+    isolated_registry.unregister_plugin("tiny_rewards")
+    code, out, _ = call_main(["list", "rewards"], capsys)
+    assert "tiny-length" not in out and "(none)" in out
+
+
+def test_hook_register_commands(isolated_registry, capsys):
+    @click.command(name="tiny-hello")
+    @click.option("--name", default="world")
+    def hello(name):
+        """Say hello (test plugin)."""
+        click.echo(f"hello {name}")
+
+    class Plugin:
+        @hookimpl
+        def register_commands(self, cli):
+            cli.add_command(hello)
+
+    isolated_registry.register_plugin(Plugin(), "tiny_commands")
+    assert isolated_registry.plugins["tiny_commands"].hooks == ["register_commands"]
+
+    code, out, _ = call_main(["tiny-hello", "--name", "crs"], capsys)
+    assert (code, out) == (0, "hello crs\n")
+    code, out, _ = call_main(["--help"], capsys)
+    assert code == 0 and re.search(r"^  tiny-hello +Say hello", out, flags=re.M)
+    code, out, _ = call_main(["plugins"], capsys)
+    assert "tiny_commands" in out and "hooks: register_commands" in out
+
+
+def test_a_failing_register_commands_does_not_break_the_cli(isolated_registry, capsys):
+    class Plugin:
+        @hookimpl
+        def register_commands(self, cli):
+            raise RuntimeError("no commands today")
+
+    isolated_registry.register_plugin(Plugin(), "bad_commands")
+    code, out, _ = call_main(["plugins"], capsys)
+    assert code == 0
+    assert "error: register_commands: RuntimeError: no commands today" in out
