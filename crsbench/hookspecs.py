@@ -33,3 +33,8 @@ def register_rewards(register):
 @hookspec
 def register_commands(cli):
     """Add click commands to the ``crsbench`` CLI group: ``cli.add_command(...)``."""
+
+
+@hookspec
+def register_judges(register):
+    """Register judge classes (LLM judges that score responses): ``register(JudgeSubclass)``."""

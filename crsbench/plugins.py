@@ -19,7 +19,7 @@ from crsbench import hookspecs
 
 ENTRY_POINT_GROUP = "crsbench"
 PLUGINS_ENV = "CRSBENCH_PLUGINS"
-REGISTRIES = ("models", "tasks", "metrics", "rewards")
+REGISTRIES = ("models", "tasks", "metrics", "rewards", "judges")
 
 
 @dataclass
@@ -124,6 +124,9 @@ class PluginRegistry:
 
     def rewards(self) -> dict[str, Entry]:
         return self.collected()["rewards"]
+
+    def judges(self) -> dict[str, Entry]:
+        return self.collected()["judges"]
 
     def metrics_objects(self) -> dict:
         """Metric name -> metric instance."""

