@@ -95,7 +95,7 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
     model_config = apply_overrides(model_cls.profiles[profile], overrides)
 
     task = task_cls(data_dir=data_dir)
-    run_dir = Path(output_dir) / f"{model_name}_{task_name}_{profile}_s{seed}" + (f"_n{limit}" if limit else "")
+    run_dir = Path(output_dir) / (f"{model_name}_{task_name}_{profile}_s{seed}" + (f"_n{limit}" if limit else ""))
     config = {"model": model_name, "task": task_name, "profile": profile, "seed": seed, "limit": limit,
               "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
               "model_config": model_config, "protocols": list(task_cls.protocols), "n_bootstrap": n_bootstrap}

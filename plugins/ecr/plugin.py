@@ -1,2 +1,10 @@
-"""Plugin registration (work in progress)."""
-from crsbench import hookimpl  # noqa: F401
+"""Registers ``ecr`` and ``unicrs``. Importing this module imports no torch."""
+from crsbench import hookimpl
+
+
+@hookimpl
+def register_models(register):
+    from crsbench_plugins.ecr.model import ECRModel, UniCRSModel
+
+    register(ECRModel)
+    register(UniCRSModel)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from crsbench.errors import DataError
 from crsbench_tasks.redial.kg import split_uri
 
-PREPROCESS_VERSION = "1"  # bump whenever the samples change; part of the cache key
+PREPROCESS_VERSION = "2"  # bump whenever the samples change; part of the cache key
 MENTION = re.compile(r"@(\d+)")
 PLACEHOLDER = "<movie>"
 UNKNOWN_MOVIE = "a movie"  # an @id that no table names (never happens in the real data)
@@ -64,9 +64,12 @@ def read_jsonl(text: str, source: str) -> list[dict]:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{source}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{source}:{number}: not a JSON object (one dialogue per line)")
+        out.append(record)
     return out
 
 
@@ -214,6 +217,8 @@ def process_dialog(dialog: dict, res: Resources) -> list[dict]:
         if turn.role != "recommender":
             continue
         before = turns[:index]
+        last_turn = {e: k for k, t in enumerate(before) for e in t.entities}
+        context_entities = list(dict.fromkeys(e for t in before for e in t.entities))
         samples.append({
             "sample_id": f"{dialog_id}:{index}",
             "dialog_id": dialog_id,
@@ -221,7 +226,9 @@ def process_dialog(dialog: dict, res: Resources) -> list[dict]:
             "context": [t.text for t in before],
             "context_roles": [t.role for t in before],
             "context_items": [item for t in before for item in t.items],
-            "context_entities": list(dict.fromkeys(e for t in before for e in t.entities)),
+            "context_entities": context_entities,
+            # the turn that last mentions each context entity (emotion-aware models use it)
+            "context_entity_turns": [last_turn[e] for e in context_entities],
             "targets": list(turn.items),
             "target_feedback": [_feedback(dialog, mid) for mid in turn.movie_ids],
             "response": turn.text,

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 from functools import cached_property
 from pathlib import Path
 
@@ -137,6 +138,7 @@ class RedialTask(Task):
                 self._n_dialogs = json.loads((cache / "done").read_text())
             except Exception:  # a damaged cache is rebuilt, never trusted
                 splits = {}
+                shutil.rmtree(cache, ignore_errors=True)  # else _build could never replace it
         if not splits:
             splits = self._build(cache)
         if limit is not None:
@@ -162,6 +164,8 @@ class RedialTask(Task):
                 os.replace(tmp, cache)
         except OSError:
             pass  # an unwritable cache only costs time
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # left over when another process won the race
         return splits
 
     # -- items --------------------------------------------------------------------------------
@@ -214,7 +218,8 @@ def _features():
         "sample_id": datasets.Value("string"), "dialog_id": datasets.Value("string"),
         "turn": datasets.Value("int32"), "context": seq(datasets.Value("string")),
         "context_roles": seq(datasets.Value("string")), "context_items": seq(datasets.Value("int64")),
-        "context_entities": seq(datasets.Value("int64")), "targets": seq(datasets.Value("int64")),
+        "context_entities": seq(datasets.Value("int64")),
+        "context_entity_turns": seq(datasets.Value("int32")), "targets": seq(datasets.Value("int64")),
         "target_feedback": seq(datasets.Value("string")), "response": datasets.Value("string"),
         "response_template": datasets.Value("string"), "response_entities": seq(datasets.Value("int64")),
     })

