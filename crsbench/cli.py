@@ -89,7 +89,7 @@ def samples(run_dir, count, seed):
 @cli.command(name="list")
 @click.argument("what", required=False, type=click.Choice(REGISTRIES))
 def list_(what):
-    """List registered models, tasks, metrics and rewards."""
+    """List registered models, tasks, metrics, rewards and judges."""
     registry = get_registry()
     for kind in [what] if what else REGISTRIES:
         entries = getattr(registry, kind)()

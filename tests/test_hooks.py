@@ -16,7 +16,7 @@ import click
 import numpy as np
 import pytest
 
-from crsbench import MeanMetric, Model, Reward, Task, TaskData, hookimpl, hookspecs
+from crsbench import MeanMetric, Model, Reward, RunContext, Task, TaskData, hookimpl, hookspecs
 from crsbench.plugins import PluginRegistry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -65,11 +65,82 @@ def test_documented_hooks_exist():
 
 @pytest.mark.parametrize("name", sorted(hookspec_functions()))
 def test_hook_has_a_test(name):
-    test_names = set()
-    for path in (REPO_ROOT / "tests").glob("test_*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        test_names |= {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
-    assert f"test_hook_{name}" in test_names
+    """Each hook has its own test in this file (a module-level ``test_hook_<name>``)."""
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    test_names = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert f"test_hook_{name}" in test_names, f"tests/test_hooks.py needs a test_hook_{name}"
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S)
+
+
+def test_plugin_api_python_examples_are_valid_python():
+    blocks = python_blocks(PLUGIN_API.read_text(encoding="utf-8"))
+    assert len(blocks) >= len(hookspec_functions())
+    for block in blocks:
+        ast.parse(block)
+
+
+def test_plugin_api_self_contained_examples_register(tmp_path):
+    """The hook examples that need no imaginary package really register what they show."""
+    import types
+
+    registry = PluginRegistry()
+    examples = [b for b in python_blocks(PLUGIN_API.read_text(encoding="utf-8"))
+                if "@hookimpl" in b and "my_package" not in b]
+    assert len(examples) >= 3
+    for number, block in enumerate(examples):
+        module = types.ModuleType(f"plugin_api_example_{number}")
+        exec(compile(block, module.__name__, "exec"), module.__dict__)
+        registry.register_plugin(module, module.__name__)
+    collected = registry.collected()
+    assert not [info.error for info in registry.plugins.values() if info.error]
+    assert "most-recent-item" in collected["models"]
+    assert "top5_hit" in collected["metrics"] and "politeness" in collected["rewards"]
+
+    model_cls = collected["models"]["most-recent-item"].obj
+    model = model_cls({}, RunContext(run_dir=tmp_path))
+    assert model.recommend([tiny_sample("d", 2, [3, 1, 3], [2])]) == [[3, 1]]
+    reward = collected["rewards"]["politeness"].obj()
+    assert reward.score([{}, {}], ["Thanks!", "no"]) == [1.0, 0.0]
+
+
+def test_plugin_api_documents_the_data_formats():
+    """Model/RunContext/Task members, sample keys, prediction-record and result fields are all named."""
+    import dataclasses
+
+    from crsbench.evaluation import _base_record
+    from crsbench.results import build_result
+    from crsbench.runner import evaluation_summary
+
+    text = PLUGIN_API.read_text(encoding="utf-8")
+
+    def missing(names):
+        return sorted(n for n in names if not any(form in text for form in (f"`{n}`", f"`{n}(", f'"{n}"')))
+
+    model_members = {"name", "version", "description", "generates", "profiles", "default_profile", "fit",
+                     "recommend", "generate", "result_extra"}
+    assert not missing(model_members)
+    assert not missing({f.name for f in dataclasses.fields(RunContext)} | {"checkpoint_dir"})
+    assert not missing({"protocols", "load", "data_info", "find_items"})
+    assert not missing({f.name for f in dataclasses.fields(TaskData)})
+    assert not missing({"prepare", "score", "compute", "values", "kind", "higher_is_better"})
+
+    sample = tiny_sample("d", 1, [1], [2])
+    assert not missing(sample)
+    record = _base_record(sample) | {"context": []}  # the runner adds the context texts
+    assert not missing(record)
+    assert not missing({"item", "feedback", "rank"})
+
+    result = build_result(task={}, model={}, seeds={}, evaluation={}, metrics={}, timings={}, device="cpu")
+    assert not missing(result)
+    assert not missing(result["environment"])
+    assert not missing(evaluation_summary([], ("standard",), 10, None, {}))
+    assert not missing({"value", "ci_low", "ci_high", "n"})
+    assert not missing({"CRSBENCH_PLUGINS", "crsbench"})
+    for heavy in ("torch", "transformers", "datasets"):
+        assert f"`{heavy}`" in text
 
 
 # -- a tiny task, model, metric and reward --------------------------------------------------
@@ -202,6 +273,13 @@ def test_hook_register_tasks(isolated_registry, capsys, tmp_path, crsbench_logge
     assert not [k for k in result["metrics"] if k.startswith("generation/")]
     assert any("does not generate" in note for note in result["notes"])
 
+    isolated_registry.unregister_plugin("tiny_tasks")
+    assert "tiny-task" not in isolated_registry.tasks()
+    code, out, err = call_main(["list", "tasks"], capsys)
+    assert code == 0 and "tiny-task" not in out
+    code, out, err = call_main(["run", "tiny-next-item", "--task", "tiny-task", "--output-dir", str(tmp_path)], capsys)
+    assert code == 2 and "unknown task 'tiny-task'" in err
+
 
 def test_hook_register_metrics(isolated_registry, capsys):
     from crsbench.evaluation import score_records
@@ -235,6 +313,12 @@ def test_hook_register_metrics(isolated_registry, capsys):
 
     code, out, _ = call_main(["list", "metrics"], capsys)
     assert code == 0 and "tiny_first_place" in out and "[tiny_metrics]" in out
+
+    isolated_registry.unregister_plugin("tiny_metrics")
+    assert isolated_registry.metrics_objects() == {}
+    assert score_records(records, isolated_registry.metrics_objects(), ["standard"], n_boot=30) == {}
+    code, out, _ = call_main(["list", "metrics"], capsys)
+    assert code == 0 and "tiny_first_place" not in out
 
 
 def test_hook_register_rewards(isolated_registry, capsys):
@@ -280,6 +364,52 @@ def test_hook_register_commands(isolated_registry, capsys):
     assert code == 0 and re.search(r"^  tiny-hello +Say hello", out, flags=re.M)
     code, out, _ = call_main(["plugins"], capsys)
     assert "tiny_commands" in out and "hooks: register_commands" in out
+
+    # Commands are attached when the CLI starts; after unregistering, a fresh CLI gets none.
+    isolated_registry.unregister_plugin("tiny_commands")
+    fresh = click.Group("fresh")
+    isolated_registry.add_commands(fresh)
+    assert fresh.commands == {}
+    assert "tiny_commands" not in isolated_registry.plugins
+
+
+def test_hook_register_judges(isolated_registry, capsys):
+    class TinyJudge:  # only ``name`` is required to register (the full interface: crsbench/judge.py)
+        name = "tiny-judge"
+        description = "Gives every response 1.0 (test plugin)."
+
+    class Plugin:
+        @hookimpl
+        def register_judges(self, register):
+            register(TinyJudge)
+
+    isolated_registry.register_plugin(Plugin(), "tiny_judges")
+    assert isolated_registry.plugins["tiny_judges"].hooks == ["register_judges"]
+    entry = isolated_registry.judges()["tiny-judge"]
+    assert entry.obj is TinyJudge and entry.plugin == "tiny_judges"
+
+    code, out, _ = call_main(["list", "judges"], capsys)
+    assert code == 0 and re.search(r"^  tiny-judge +Gives every response .*\[tiny_judges\]$", out, flags=re.M), out
+    code, out, _ = call_main(["plugins"], capsys)
+    assert "hooks: register_judges" in out and "error" not in out
+
+    isolated_registry.unregister_plugin("tiny_judges")
+    assert isolated_registry.judges() == {}
+    code, out, _ = call_main(["list", "judges"], capsys)
+    assert code == 0 and out == "judges:\n  (none)\n"
+
+
+def test_a_judge_without_a_name_is_refused(isolated_registry, capsys):
+    class Plugin:
+        @hookimpl
+        def register_judges(self, register):
+            register(type("Nameless", (), {}))
+
+    isolated_registry.register_plugin(Plugin(), "nameless_judges")
+    assert isolated_registry.judges() == {}
+    assert "has no name" in isolated_registry.plugins["nameless_judges"].error
+    code, out, _ = call_main(["list", "judges"], capsys)
+    assert code == 0 and "(none)" in out
 
 
 def test_a_failing_register_commands_does_not_break_the_cli(isolated_registry, capsys):

@@ -159,8 +159,9 @@ MEASURES = ("tv", "cosine")
 class EmotionReward(Reward):
     """Agreement between the response's emotion distribution and the seeker's.
 
-    The annotator (default ``crsbench_plugins.ecr.emotion.LexiconAnnotator``; option
-    ``annotator``: any object with ``annotate(texts) -> [{label: prob}]``) labels the
+    The annotator (option ``annotator``: an annotator name for the ECR plugin's
+    ``make_annotator``, default ``"lexicon"`` (``LexiconAnnotator``), or any object with
+    ``annotate(texts) -> [{label: prob}]``) labels the
     response and the last ``seeker_turns`` (default 2) seeker turns of the context; the
     seeker's distribution is the mean of theirs. Each distribution is normalised to sum 1.
     ``measure="tv"`` (default) scores 1 - total variation distance = 1 - 0.5 * sum|p - q|;
@@ -185,10 +186,10 @@ class EmotionReward(Reward):
 
     @property
     def annotator(self):
-        if self._annotator is None:
-            from crsbench_plugins.ecr.emotion import LexiconAnnotator
+        if self._annotator is None or isinstance(self._annotator, str):
+            from crsbench_plugins.ecr.emotion import make_annotator
 
-            self._annotator = LexiconAnnotator()
+            self._annotator = make_annotator(self._annotator or "lexicon")
         return self._annotator
 
     def seeker_tail(self, sample: dict) -> list[str]:

@@ -1,0 +1,245 @@
+"""The judge critic (plugins/ecr_rl/critic.py): it learns a learnable score, its validation
+gate stops a critic that learned nothing, and it survives a save/load round trip.
+
+A cheap deterministic encoder stands in for MiniLM; one slow test uses the real encoder.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+from crsbench import DegenerateRunError, UserError
+from crsbench_plugins.ecr_rl.critic import CONFIG_FILE, REPORT_FILE, WEIGHTS_FILE, Critic, check_critic, train_critic
+from crsbench_plugins.rewards.rewards import CriticReward
+
+METRICS = ["shouting", "wordiness"]
+FAST = {"metrics": METRICS, "epochs": 100, "patience": 20, "cache_embeddings": False}
+WORDS = "the movie was good great fun nice scary long old new love like watch".split()
+
+
+class HashBagEncoder:
+    """Hashed bag of words (31 buckets) plus the count of '!' (deterministic, no model)."""
+
+    name = "hash-bag-32"
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode(self, texts, batch_size=64):
+        self.calls += 1
+        out = np.zeros((len(texts), 32), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.split():
+                out[i, zlib.crc32(word.encode()) % 31] += 1
+            out[i, 31] = text.count("!")
+        return out  # numpy is accepted as well as a torch tensor
+
+
+def make_pairs(n=250, seed=0):
+    """Responses of 3-9 words plus 0-5 ' !'; shouting = 1.5 * '!' count, wordiness = words."""
+    rng = np.random.default_rng(seed)
+    pairs, scores = [], []
+    for i in range(n):
+        n_words, n_bang = int(rng.integers(3, 10)), int(rng.integers(0, 6))
+        response = " ".join(rng.choice(WORDS, size=n_words)) + " !" * n_bang
+        pairs.append((["hello there", f"turn {i % 7}", "what do you like?"], response))
+        scores.append({"shouting": 1.5 * n_bang, "wordiness": float(n_words)})
+    return pairs, scores
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Small MLPs: one thread is as fast and leaves the shared cores alone."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def learnable(one_torch_thread, tmp_path_factory):
+    out = tmp_path_factory.mktemp("critic")
+    pairs, scores = make_pairs()
+    report = train_critic(pairs, scores, FAST, out, seed=0, encoder=HashBagEncoder())
+    return pairs, scores, report, out
+
+
+def test_learnable_scores_give_high_heldout_spearman(learnable):
+    _, _, report, _ = learnable
+    assert (report["n_pairs"], report["n_heldout"]) == (250, 50)
+    assert report["n_train"] + report["n_val"] == 200
+    for metric in METRICS:
+        assert report["heads"][metric]["spearman"] > 0.8, report["heads"]
+        assert report["heads"][metric]["r2"] > 0.5
+    assert report["combined"]["spearman"] > 0.8 and report["combined"]["r2"] > 0.5
+    assert check_critic(report, min_spearman=0.8, per_head=True) is report
+    json.dumps(report)  # JSON-ready; the critic rides along as an attribute
+    assert isinstance(report.critic, Critic) and report.critic.report["combined"] == report["combined"]
+
+
+def test_random_scores_fail_the_gate_with_the_numbers():
+    pairs, _ = make_pairs()
+    rng = np.random.default_rng(1)
+    scores = rng.uniform(0, 9, size=(len(pairs), len(METRICS)))  # an (N, M) array works too
+    # 100 held-out pairs: under the null |rho| has a standard deviation of about 0.1
+    report = train_critic(pairs, scores, {**FAST, "heldout": 0.4}, None, seed=0, encoder=HashBagEncoder())
+    rho = report["combined"]["spearman"]
+    assert abs(rho) < 0.3, report["combined"]
+    with pytest.raises(DegenerateRunError) as err:
+        check_critic(report, min_spearman=0.3)
+    message = str(err.value)
+    assert f"held-out Spearman of the combined score {rho:.3f} < 0.3" in message
+    for metric in METRICS:  # per-head numbers are named too
+        assert f"{metric} {report['heads'][metric]['spearman']:.3f}" in message
+    assert f"n_heldout={report['n_heldout']}" in message
+
+
+@pytest.mark.parametrize("constant", ["all", "one head"])
+def test_constant_scores_fail_the_gate(constant):
+    pairs, scores = make_pairs(100)
+    if constant == "all":
+        scores = [{"shouting": 5.0, "wordiness": 5.0} for _ in pairs]
+    else:
+        scores = [{**s, "wordiness": 4.0} for s in scores]
+    report = train_critic(pairs, scores, FAST, None, seed=0, encoder=HashBagEncoder())
+    with pytest.raises(DegenerateRunError, match=r"~zero variance for head\(s\) .*wordiness \(std ") as err:
+        check_critic(report, min_spearman=0.0)
+    if constant == "all":
+        assert "combined score have ~zero variance" in str(err.value)
+        assert "combined score is undefined" in str(err.value)
+
+
+def test_save_load_roundtrip_gives_identical_predictions(learnable):
+    pairs, _, report, out = learnable
+    assert {p.name for p in out.iterdir()} == {WEIGHTS_FILE, CONFIG_FILE, REPORT_FILE}
+    assert json.loads((out / REPORT_FILE).read_text())["combined"] == report["combined"]
+    loaded = Critic.load(out, encoder=HashBagEncoder())
+    contexts, responses = [p[0] for p in pairs[:40]], [p[1] for p in pairs[:40]]
+    before, after = report.critic.predict(contexts, responses), loaded.predict(contexts, responses)
+    for metric in METRICS:
+        np.testing.assert_array_equal(before[metric], after[metric])
+        assert np.all((after[metric] >= 0) & (after[metric] <= 1))
+    assert loaded.report["combined"] == report["combined"]
+    assert (loaded.metrics, loaded.encoder_name) == (METRICS, "hash-bag-32")
+    np.testing.assert_array_equal(loaded.score(contexts, responses),
+                                  (before["shouting"] + before["wordiness"]) / 2)
+    np.testing.assert_allclose(loaded.score(contexts, responses, weights={"shouting": 3, "wordiness": 1}),
+                               0.75 * before["shouting"] + 0.25 * before["wordiness"])
+    np.testing.assert_array_equal(loaded.score(contexts, responses, head="wordiness"), before["wordiness"])
+    with pytest.raises(UserError, match="no head 'lifelikeness'"):
+        loaded.score(contexts, responses, head="lifelikeness")
+
+
+def test_prediction_orders_like_the_target(learnable):
+    _, _, report, _ = learnable
+    quiet, loud = report.critic.predict([["hi"], ["hi"]], ["the movie was good", "the movie was good ! ! ! !"])["shouting"]
+    assert loud > quiet + 0.3
+
+
+def test_training_is_seeded(learnable):
+    pairs, scores, report, _ = learnable
+    again = train_critic(pairs, scores, FAST, None, seed=0, encoder=HashBagEncoder())
+    assert again["heads"] == report["heads"] and again["combined"] == report["combined"]
+    other = train_critic(pairs, scores, FAST, None, seed=1, encoder=HashBagEncoder())
+    assert other["combined"] != report["combined"]  # a different held-out split
+
+
+def test_score_formats_and_missing_scores_agree(learnable):
+    pairs, scores, report, _ = learnable
+    columns = {m: [s[m] for s in scores] for m in METRICS}
+    by_column = train_critic(pairs, columns, FAST, None, seed=0, encoder=HashBagEncoder())
+    assert by_column["combined"] == report["combined"]
+    holes = [dict(s, wordiness=None) if i % 10 == 0 else s for i, s in enumerate(scores)]
+    with_holes = train_critic(pairs, holes, FAST, None, seed=0, encoder=HashBagEncoder())
+    assert with_holes["heads"]["wordiness"]["n_heldout"] < 50 == with_holes["heads"]["shouting"]["n_heldout"]
+    assert with_holes["combined"]["spearman"] > 0.8
+
+
+def test_bad_inputs():
+    pairs, scores = make_pairs(20)
+    with pytest.raises(DegenerateRunError, match="5 scored pairs"):
+        train_critic(pairs[:5], scores[:5], FAST, None, seed=0, encoder=HashBagEncoder())
+    with pytest.raises(UserError, match="unknown key"):
+        train_critic(pairs, scores, {**FAST, "epoch": 3}, None, seed=0, encoder=HashBagEncoder())
+    with pytest.raises(UserError, match="shape"):
+        train_critic(pairs, np.zeros((20, 3)), FAST, None, seed=0, encoder=HashBagEncoder())
+
+
+def test_load_errors(learnable, tmp_path):
+    _, _, _, out = learnable
+    with pytest.raises(UserError, match="not a critic directory"):
+        Critic.load(tmp_path, encoder=HashBagEncoder())
+
+    class Wide:
+        def encode(self, texts):
+            return np.zeros((len(texts), 8), dtype=np.float32)
+
+    with pytest.raises(UserError, match="expects 32-dim embeddings"):
+        Critic.load(out, encoder=Wide()).predict([["hi"]], ["x"])
+    with pytest.raises(UserError, match="trained with encoder 'hash-bag-32'"):
+        Critic.load(out, encoder=Wide(), strict_encoder=True)
+
+
+def test_check_critic_per_head_option():
+    report = {"n_heldout": 50, "n_train": 200,
+              "combined": {"spearman": 0.5, "r2": 0.2, "train_target_std": 0.2},
+              "heads": {"x": {"spearman": 0.1, "train_target_std": 0.2},
+                        "y": {"spearman": 0.7, "train_target_std": 0.2}}}
+    assert check_critic(report, min_spearman=0.4) is report
+    with pytest.raises(DegenerateRunError, match=r"below 0.4 for head\(s\) x 0.100 \["):
+        check_critic(report, min_spearman=0.4, per_head=True)
+    with pytest.raises(DegenerateRunError, match="combined score 0.500 < 0.6"):
+        check_critic(report, min_spearman=0.6)
+
+
+def test_critic_reward_loads_and_gates(learnable):
+    pairs, _, report, out = learnable
+    samples = [{"context": c, "response": ""} for c, _ in pairs[:10]]
+    responses = [r for _, r in pairs[:10]]
+    reward = CriticReward(path=str(out), encoder=HashBagEncoder(), head="shouting", min_spearman=0.8)
+    expected = report.critic.predict([s["context"] for s in samples], responses)["shouting"]
+    assert reward.score(samples, responses) == pytest.approx(list(expected))
+    strict = CriticReward(path=str(out), encoder=HashBagEncoder(), min_spearman=0.999)
+    with pytest.raises(DegenerateRunError, match="critic failed its validation gate"):
+        strict.score(samples, responses)
+
+
+def test_default_metrics_are_the_judge_metrics():
+    judge = pytest.importorskip("crsbench.judge")
+    pairs, scores = make_pairs(60)
+    rng = np.random.default_rng(0)
+    table = [{m: float(rng.integers(0, 10)) for m in judge.METRICS} for _ in pairs]
+    report = train_critic(pairs, table, {**FAST, "metrics": None, "epochs": 5}, None, seed=0,
+                          encoder=HashBagEncoder())
+    assert report["metrics"] == list(judge.METRICS) == list(report["heads"])
+
+
+@pytest.mark.slow
+def test_real_minilm_encoder_learns_sentiment(tmp_path, monkeypatch):
+    text_encoder = pytest.importorskip("crsbench_plugins.ecr.text_encoder")
+    try:
+        encoder = text_encoder.TextEncoder()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        pytest.skip(f"MiniLM is not installed: {exc}")
+    monkeypatch.setenv("CRSBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    levels = {9.0: ["great", "wonderful", "fantastic", "brilliant", "delightful", "excellent", "lovely", "superb"],
+              4.5: ["okay", "average", "so-so", "fine", "passable", "mediocre", "ordinary", "acceptable"],
+              0.0: ["terrible", "awful", "boring", "dreadful", "horrible", "dull", "painful", "lousy"]}
+    things = ["movie", "film", "comedy", "thriller", "story", "cast", "ending", "soundtrack", "script", "sequel"]
+    pairs, scores = [], []
+    for thing in things:
+        for score, adjectives in levels.items():
+            for adjective in adjectives:
+                pairs.append((["Any suggestions?"], f"That {thing} was {adjective}."))
+                scores.append({"positivity": score})
+    report = train_critic(pairs, scores, {"metrics": ["positivity"], "epochs": 100, "cache_embeddings": True},
+                          tmp_path / "critic", seed=0, encoder=encoder)
+    assert report["encoder"] == encoder.cache_id
+    check_critic(report, min_spearman=0.8)
+    loaded = Critic.load(tmp_path / "critic", encoder=encoder)
+    assert loaded.score([["hi"]], ["What a wonderful film."])[0] > loaded.score([["hi"]], ["What an awful film."])[0]
