@@ -11,7 +11,7 @@ from typing import Iterable
 import numpy as np
 
 from crsbench.bootstrap import draw_dialog_counts, paired_p_value, percentile_ci, replicate_scores
-from crsbench.metrics.base import GENERATION, RECOMMENDATION, Units
+from crsbench.metrics.base import GENERATION, JUDGE, RECOMMENDATION, Units
 from crsbench.protocols import evaluated_ranks
 
 TOP_K_STORED = 20  # ranked items kept per sample for display (`crsbench samples`)
@@ -127,11 +127,27 @@ def generation_units(records: list[dict], index: dict[str, int]) -> Units | None
                   "hyp_items": np.array([r.get("hyp_items", 0) for r in rows], dtype=float)})
 
 
+def judge_units(records: list[dict], index: dict[str, int]) -> dict[str, Units]:
+    """One group per judge and rubric: ``record["judge"] = {"<judge id>/<rubric>": {metric: score}}``."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        for judge_key, scores in (r.get("judge") or {}).items():
+            groups.setdefault(f"{JUDGE}/{judge_key}", []).append((r, scores))
+    out = {}
+    for key, rows in sorted(groups.items()):
+        names = sorted({m for _, scores in rows for m in scores})
+        fields = {m: np.array([np.nan if scores.get(m) is None else float(scores[m]) for _, scores in rows])
+                  for m in names}
+        out[key] = Units(JUDGE, np.array([index[r["dialog_id"]] for r, _ in rows], dtype=np.int64), fields)
+    return out
+
+
 def _units_by_key(records, protocols, index) -> dict[str, Units]:
     units = {p: recommendation_units(records, p, index) for p in protocols}
     gen = generation_units(records, index)
     if gen is not None:
         units[GENERATION] = gen
+    units.update(judge_units(records, index))
     return units
 
 
@@ -139,7 +155,7 @@ def _metric_keys(metrics: dict, units: dict[str, Units]) -> Iterable[tuple[str, 
     for group, u in units.items():
         for name in sorted(metrics):
             metric = metrics[name]
-            if metric.kind == u.kind:
+            if metric.kind == u.kind and (u.kind != JUDGE or name in u.fields):
                 yield f"{group}/{name}", group, metric
 
 

@@ -20,6 +20,7 @@ class RunContext:
     seed: int = 0
     device: str = "cpu"
     profile: str = "default"
+    progress: bool = True  # show progress bars (``--no-progress`` turns them off)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("crsbench"))
 
     @property

@@ -77,7 +77,8 @@ def prepare_run_dir(run_dir: Path, config: dict, fresh: bool) -> None:
 def run(model_name: str, task_name: str, *, profile: str | None = None, seed: int = 0,
         output_dir: str | Path = "runs", limit: int | None = None, device: str = "auto",
         data_dir: str | None = None, overrides: tuple[str, ...] = (), n_bootstrap: int = DEFAULT_BOOTSTRAP,
-        batch_size: int = 64, fresh: bool = False, progress: bool = True) -> Path:
+        batch_size: int = 64, fresh: bool = False, progress: bool = True, judge: str | None = None,
+        judge_sample: int = 100) -> Path:
     from crsbench.evaluation import predict, score_records
     from crsbench.model import RunContext
     from crsbench.seeding import seed_everything
@@ -93,12 +94,18 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
         raise UserError(f"model {model_name!r} has no profile {profile!r} "
                         f"(profiles: {', '.join(model_cls.profiles)})")
     model_config = apply_overrides(model_cls.profiles[profile], overrides)
+    judge = judge or getattr(model_cls, "default_judge", None)
+    if judge is not None:
+        if not model_cls.generates:
+            raise UserError(f"--judge: model {model_name!r} does not generate replies")
+        lookup("judges", judge)
 
     task = task_cls(data_dir=data_dir)
     run_dir = Path(output_dir) / (f"{model_name}_{task_name}_{profile}_s{seed}" + (f"_n{limit}" if limit else ""))
     config = {"model": model_name, "task": task_name, "profile": profile, "seed": seed, "limit": limit,
               "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
-              "model_config": model_config, "protocols": list(task_cls.protocols), "n_bootstrap": n_bootstrap}
+              "model_config": model_config, "protocols": list(task_cls.protocols), "n_bootstrap": n_bootstrap,
+              **({"judge": judge, "judge_sample": judge_sample} if judge else {})}
     prepare_run_dir(run_dir, config, fresh)
     handler = _setup_logging(run_dir)
     try:
@@ -111,7 +118,8 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
         log.info("task %s v%s: %d test samples, %d catalogue items", task_name, task_cls.version,
                  len(test), len(data.items))
 
-        context = RunContext(run_dir=run_dir, seed=seed, device=device, profile=profile, logger=log)
+        context = RunContext(run_dir=run_dir, seed=seed, device=device, profile=profile, logger=log,
+                             progress=progress)
         model = model_cls(model_config, context)
         t0 = time.perf_counter()
         model.fit(data)
@@ -122,7 +130,15 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
                           progress=progress)
         for record, sample in zip(records, test):
             record["context"] = list(sample["context"])
+            record["context_roles"] = list(sample.get("context_roles") or [])
         timings["predict"] = time.perf_counter() - t0
+        judged = None
+        if judge is not None:
+            from crsbench.judge_eval import judge_records, make_judge
+
+            t0 = time.perf_counter()
+            judged = judge_records(records, make_judge(judge), judge_sample, seed, progress=progress)
+            timings["judge"] = time.perf_counter() - t0
         write_jsonl_atomic(run_dir / PREDICTIONS_FILE, records)
         write_json_atomic(run_dir / ITEM_NAMES_FILE, {str(k): v for k, v in data.item_names.items()})
 
@@ -141,7 +157,8 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
                    "profile": profile, "config": model_config, "generates": model_cls.generates},
             seeds={"run": seed, "bootstrap": seed},
             evaluation=evaluation_summary(records, task_cls.protocols, n_bootstrap, limit, metrics),
-            metrics=metrics, timings=timings, device=device, notes=notes, extra=model.result_extra())
+            metrics=metrics, timings=timings, device=device, notes=notes,
+            extra={**model.result_extra(), **({"judge": judged} if judged else {})})
         write_json_atomic(run_dir / RESULT_FILE, result)
         log.info("wrote %s", run_dir / RESULT_FILE)
         return run_dir

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from crsbench import DegenerateRunError, UserError
-from crsbench_plugins.ecr_rl.critic import CONFIG_FILE, REPORT_FILE, WEIGHTS_FILE, Critic, check_critic, train_critic
+from crsbench_plugins.ecr_rl.critic import (CONFIG_FILE, DEFAULTS, REPORT_FILE, WEIGHTS_FILE, Critic, check_critic,
+                                            train_critic)
 from crsbench_plugins.rewards.rewards import CriticReward
 
 METRICS = ["shouting", "wordiness"]
@@ -217,6 +218,7 @@ def test_default_metrics_are_the_judge_metrics():
     report = train_critic(pairs, table, {**FAST, "metrics": None, "epochs": 5}, None, seed=0,
                           encoder=HashBagEncoder())
     assert report["metrics"] == list(judge.METRICS) == list(report["heads"])
+    assert (DEFAULTS["score_min"], DEFAULTS["score_max"]) == (judge.SCORE_MIN, judge.SCORE_MAX)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import numpy as np
 
 RECOMMENDATION = "recommendation"
 GENERATION = "generation"
+JUDGE = "judge"
 
 
 @dataclass

@@ -4,7 +4,7 @@ from crsbench import hookimpl
 
 @hookimpl
 def register_metrics(register):
-    from crsbench.metrics import generation, recommendation
+    from crsbench.metrics import generation, judge, recommendation
 
-    for metric in recommendation.all_metrics() + generation.all_metrics():
+    for metric in recommendation.all_metrics() + generation.all_metrics() + judge.all_metrics():
         register(metric)

@@ -28,6 +28,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
+from crsbench_plugins.ecr.text_encoder import torch_threads
+
 logger = logging.getLogger("crsbench.ecr")
 
 EMOTIONS = ("like", "curious", "happy", "grateful", "negative", "neutral", "nostalgia", "agreement", "surprise")
@@ -450,14 +452,20 @@ class EmotionClassifier:
         train_probs = self.annotator.annotate(train_texts)
         held_probs = self.annotator.annotate(held_texts)
         t_annotate = time.perf_counter() - t0
+        # All distinct texts are encoded (and cached) at once: annotate(texts) afterwards
+        # finds the same list in the embedding cache instead of encoding again.
         t0 = time.perf_counter()
-        x = self.embed(train_texts + held_texts, progress=progress)
+        x = self.embed(unique, progress=progress)
         t_encode = time.perf_counter() - t0
-        x_train, x_held = x[:n_train], x[n_train:]
+        train_idx = torch.as_tensor(perm[:n_train], dtype=torch.long)
+        held_idx = torch.as_tensor(perm[n_train:n_train + n_heldout], dtype=torch.long)
+        x_train, x_held = x[train_idx], x[held_idx]
         y_train, y_held = _probs_tensor(train_probs), _probs_tensor(held_probs)
 
         t0 = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
+        # One thread: the head is tiny (threads only add overhead), and the result does
+        # not depend on the machine's core count.
+        with torch.random.fork_rng(devices=[]), torch_threads(1):
             torch.manual_seed(self.seed)
             self.head = self._make_head(x.shape[1])
             opt = torch.optim.AdamW(self.head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -497,7 +505,7 @@ class EmotionClassifier:
 
         if self.head is None:
             raise RuntimeError("the emotion classifier is not trained; call fit() or load()")
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(1):
             return torch.softmax(self.head(x), -1)
 
     def predict_proba(self, texts: Sequence[str], progress: bool = False):
@@ -513,9 +521,11 @@ class EmotionClassifier:
         texts = ["" if t is None else str(t) for t in texts]
         unique = list(dict.fromkeys(texts))
         known = self.annotated if self.use_annotator_labels else {}
-        todo = [t for t in unique if t not in known]
-        probs = self.predict_proba(todo, progress=progress).tolist() if todo else []
-        table = {t: dict(zip(EMOTIONS, p)) for t, p in zip(todo, probs)}
+        if all(t in known for t in unique):
+            return [dict(known[t]) for t in texts]
+        # predict for every distinct text (not only the unknown ones), so the list matches
+        # the one fit() embedded and the embedding cache hits
+        table = {t: dict(zip(EMOTIONS, p)) for t, p in zip(unique, self.predict_proba(unique, progress).tolist())}
         return [dict(known[t]) if t in known else table[t] for t in texts]
 
     @property
@@ -624,6 +634,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n-train", type=int, default=PAPER_N_ANNOTATED)
     parser.add_argument("--n-heldout", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch CPU threads for encoding (default: torch's)")
     parser.add_argument("--save", help="write the trained classifier here (.safetensors)")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args(argv)
@@ -635,7 +646,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     dist = label_distribution(annotator.annotate(texts))
     t_annotate = time.perf_counter() - t0
-    clf = EmotionClassifier(annotator=annotator, seed=args.seed)
+    from crsbench_plugins.ecr.text_encoder import get_encoder
+
+    encoder = get_encoder(num_threads=args.threads) if args.threads else get_encoder()
+    clf = EmotionClassifier(encoder=encoder, annotator=annotator, seed=args.seed)
     report = clf.fit(texts, n_train=args.n_train, n_heldout=args.n_heldout, progress=True)
     t0 = time.perf_counter()
     clf_dist = label_distribution(clf.annotate(texts))

@@ -64,6 +64,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "min_lr_ratio": 0.0,        # linear decay from lr to lr * min_lr_ratio
     "warmup_steps": None,       # int, or None -> warmup_ratio * total steps
     "warmup_ratio": 0.05,
+    "warmup": None,             # alias: a float < 1 is warmup_ratio, an int >= 1 is warmup_steps
     "weight_decay": 0.01,       # on >= 2-D parameters only (nanoGPT convention)
     "betas": (0.9, 0.95),
     "eps": 1e-8,
@@ -75,7 +76,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "cpu": False,               # force CPU even if an accelerator is visible
     "keep_checkpoints": 1,      # epoch-N directories to keep (the newest ones)
 }
-# Keys that do not change the trained weights; everything else goes into the fingerprint.
+# Training keys that do not change the trained weights. The fingerprint of a run covers the
+# other TRAIN_DEFAULTS keys and the tokenized data; keys unknown to train_lm (a stage's decoding
+# settings, say) are ignored.
 _NON_FINGERPRINT = {"cpu", "keep_checkpoints"}
 
 
@@ -320,7 +323,13 @@ def train_lm(model, tokenizer, examples: Sequence[dict], cfg: dict, stage_dir: s
     per_step = bs * accum
     steps_per_epoch = math.ceil(len(data) / per_step)
     total_steps = steps_per_epoch * epochs
-    warmup = int(cfg["warmup_steps"]) if cfg["warmup_steps"] is not None else int(cfg["warmup_ratio"] * total_steps)
+    if cfg["warmup_steps"] is not None:
+        warmup = int(cfg["warmup_steps"])
+    elif cfg["warmup"] is not None and float(cfg["warmup"]) >= 1:
+        warmup = int(cfg["warmup"])
+    else:
+        ratio = cfg["warmup"] if cfg["warmup"] is not None else cfg["warmup_ratio"]
+        warmup = int(float(ratio) * total_steps)
 
     prefix_module = prefix_fn if isinstance(prefix_fn, torch.nn.Module) else None
     model.to(acc.device)
@@ -567,7 +576,7 @@ def _set_rng_state(state: dict) -> None:
 def _fingerprint(cfg: dict, data: PromptedLM, examples: Sequence[dict]) -> str:
     h = hashlib.sha256()
     relevant = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(cfg.items())
-                if k not in _NON_FINGERPRINT}
+                if k in TRAIN_DEFAULTS and k not in _NON_FINGERPRINT}
     h.update(json.dumps(relevant, sort_keys=True, default=str).encode())
     for i in range(len(data)):
         h.update(json.dumps([data.prompt_ids[i], data.target_ids[i]]).encode())

