@@ -90,6 +90,21 @@ def samples(run_dir, count, seed):
     click.echo(show_samples(require_run_dir(run_dir), count, seed))
 
 
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--output", "-o", default="report", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for report.md, report.html and images.")
+@click.option("-n", "count", default=5, show_default=True, type=click.IntRange(0, None),
+              help="Side-by-side sample replies.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def report(run_dirs, output, count, seed):
+    """Write a Markdown + HTML report of one or more runs (the first is the baseline)."""
+    from crsbench.report import write_report
+
+    path = write_report(list(run_dirs), output, n_samples=count, seed=seed)
+    click.echo(f"wrote {path} and {path.with_suffix('.html')}")
+
+
 @cli.command(name="list")
 @click.argument("what", required=False, type=click.Choice(REGISTRIES))
 def list_(what):

@@ -51,7 +51,7 @@ SCORE_MAX = 9
 # (cached scores and leaderboard columns are keyed by it) and a new RUBRIC_FINGERPRINT;
 # tests/test_judges.py fails until both are updated.
 RUBRIC_VERSION = "ecr-subjective-v1"
-RUBRIC_FINGERPRINT = "f09b2f48fb5cc54f"  # rubric_fingerprint() of the texts below
+RUBRIC_FINGERPRINT = "b11bc323aa52c22c"  # rubric_fingerprint() of the texts below
 
 SYSTEM_PROMPT = ("You are a careful annotator. You rate replies of a movie recommender chatbot "
                  "and answer exactly in the format you are asked for.")

@@ -255,7 +255,8 @@ class LocalJudge(Judge):
         import torch
 
         share = self.share_prefix if share_prefix is None else share_prefix
-        logprobs = self._last_logprobs_shared(encoded) if share else self._last_logprobs_full(encoded)
+        with torch.inference_mode():
+            logprobs = self._last_logprobs_shared(encoded) if share else self._last_logprobs_full(encoded)
         _, digit_ids = self._plan
         digit_lp = logprobs[:, digit_ids].double()  # (B*5, 10)
         mass = digit_lp.exp().sum(-1)

@@ -1,0 +1,162 @@
+"""`crsbench report RUN_DIR [RUN_DIR...]`: one Markdown and one HTML page about some runs.
+
+Sections: each run's metrics with CIs; the comparison of every later run with the first
+(paired dialogue bootstrap); training curves found in the run directories (loss, reward,
+KL); critic validation and the RL summary when a run has them; side-by-side replies of
+the runs on the same test samples. Everything comes from the run directories' files.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+from crsbench.runs import PREDICTIONS_FILE, read_config, read_jsonl, require_run_dir
+from crsbench.tables import fmt
+
+CURVES = ("*.png",)
+
+
+def _blocks(run_dirs: list[Path], out_dir: Path, n_samples: int, seed: int) -> list[tuple]:
+    from crsbench.evaluation import compare_records
+    from crsbench.plugins import get_registry
+    from crsbench.results import read_result
+
+    blocks: list[tuple] = [("h1", "crsbench report")]
+    results = [read_result(d) for d in run_dirs]
+    labels = [f"{r['model']['name']} ({d.name})" for r, d in zip(results, run_dirs)]
+
+    blocks.append(("h2", "Runs"))
+    blocks.append(("table", ["run", "model", "profile", "task", "data", "git", "seconds"],
+                   [[d.name, r["model"]["name"], r["model"]["profile"], f"{r['task']['name']} v{r['task']['version']}",
+                     r["task"]["data"].get("variant", "?"), str((r.get("environment", {}).get("git") or {}).get("commit") or "?")[:10],
+                     fmt(r.get("timings", {}).get("total"), 0)] for d, r in zip(run_dirs, results)]))
+
+    blocks.append(("h2", "Metrics (95% bootstrap CI over dialogues)"))
+    keys = sorted({k for r in results for k in r["metrics"]})
+    rows = []
+    for key in keys:
+        row = [key]
+        for r in results:
+            m = r["metrics"].get(key)
+            row.append("–" if m is None else f"{fmt(m['value'])} [{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]")
+        rows.append(row)
+    blocks.append(("table", ["metric", *labels], rows))
+
+    records = [read_jsonl(d / PREDICTIONS_FILE) for d in run_dirs]
+    configs = [read_config(d) for d in run_dirs]
+    for k in range(1, len(run_dirs)):
+        protocols = [p for p in configs[0]["protocols"] if p in configs[k]["protocols"]]
+        try:
+            comp = compare_records(records[0], records[k], get_registry().metrics_objects(), protocols,
+                                   n_boot=1000, seed=seed)
+        except ValueError as exc:
+            blocks.append(("p", f"{labels[k]} vs {labels[0]}: not comparable ({exc})"))
+            continue
+        blocks.append(("h2", f"{labels[k]} minus {labels[0]} (paired bootstrap)"))
+        blocks.append(("table", ["metric", "A", "B", "B - A", "95% CI", "p", "n"],
+                       [[key, fmt(c["a"]), fmt(c["b"]), fmt(c["delta"]), f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]",
+                         fmt(c["p_value"], 3), str(c["n"])] for key, c in sorted(comp.items())]))
+
+    for d, r, label in zip(run_dirs, results, labels):
+        rl = (r.get("extra") or {}).get("rl")
+        if rl:
+            blocks.append(("h2", f"Critic and RL: {label}"))
+            critic = rl.get("critic", {})
+            heads = critic.get("heads", {})
+            blocks.append(("table", ["head", "held-out Spearman", "held-out R²", "n"],
+                           [[m, fmt(h.get("spearman"), 3), fmt(h.get("r2"), 3), str(h.get("n_heldout"))]
+                            for m, h in heads.items()] +
+                           [["combined", fmt(critic.get("combined", {}).get("spearman"), 3),
+                             fmt(critic.get("combined", {}).get("r2"), 3), str(critic.get("combined", {}).get("n_heldout"))]]))
+            held = rl.get("heldout_reward", {})
+            if held:
+                blocks.append(("p", "Reward on held-out test contexts, ECR's replies vs ECR-RL's:"))
+                blocks.append(("table", ["component", "ECR", "ECR-RL", "delta", "95% CI", "p", "n"],
+                               [[k, fmt(v["ecr"]), fmt(v["ecr_rl"]), fmt(v["delta"]),
+                                 f"[{fmt(v['ci_low'])}, {fmt(v['ci_high'])}]", fmt(v["p_value"], 3), str(v["n"])]
+                                for k, v in held.items()]))
+            if rl.get("rl", {}).get("stopped"):
+                blocks.append(("p", f"RL stopped early: {rl['rl']['stopped']}"))
+        images = sorted((d / "checkpoints").rglob("*.png")) if (d / "checkpoints").exists() else []
+        if images:
+            blocks.append(("h2", f"Curves: {label}"))
+            for image in images:
+                target = out_dir / "images" / d.name / image.relative_to(d / "checkpoints")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(image, target)
+                blocks.append(("img", str(target.relative_to(out_dir)), str(image.relative_to(d))))
+
+    blocks.append(("h2", "Side by side"))
+    shared = [r["sample_id"] for r in records[0] if r.get("response") is not None and r["targets"]]
+    by_id = [{r["sample_id"]: r for r in recs} for recs in records]
+    shared = [s for s in shared if all(s in b and b[s].get("response") is not None for b in by_id)]
+    for sample_id in sorted(random.Random(seed).sample(shared, min(n_samples, len(shared)))):
+        first = by_id[0][sample_id]
+        lines = [f"| {t}" for t in (first.get("context") or [])[-4:]]
+        lines.append(f"reference: {first['reference']}")
+        lines += [f"{label}: {b[sample_id]['response']}" for label, b in zip(labels, by_id)]
+        blocks.append(("h3", sample_id))
+        blocks.append(("pre", "\n".join(lines)))
+    return blocks
+
+
+def _markdown(blocks) -> str:
+    out = []
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + rest[0])
+        elif kind == "p":
+            out.append(rest[0])
+        elif kind == "pre":
+            out.append("```\n" + rest[0] + "\n```")
+        elif kind == "img":
+            out.append(f"![{rest[1]}]({rest[0]})")
+        elif kind == "table":
+            header, rows = rest
+            cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+            out.append("\n".join(["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)] +
+                                 ["| " + " | ".join(map(cell, row)) + " |" for row in rows]))
+        out.append("")
+    return "\n".join(out)
+
+
+def _html(blocks) -> str:
+    esc = html.escape
+    body = []
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{esc(rest[0])}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{esc(rest[0])}</p>")
+        elif kind == "pre":
+            body.append(f"<pre>{esc(rest[0])}</pre>")
+        elif kind == "img":
+            body.append(f'<figure><img src="{esc(rest[0])}" alt="{esc(rest[1])}"><figcaption>{esc(rest[1])}'
+                        "</figcaption></figure>")
+        elif kind == "table":
+            header, rows = rest
+            head = "".join(f"<th>{esc(str(h))}</th>" for h in header)
+            trs = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+             "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}pre{background:#f6f6f6;padding:8px;"
+             "white-space:pre-wrap}img{max-width:600px}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>crsbench report</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def write_report(run_dirs: list[str | Path], out_dir: str | Path, n_samples: int = 5, seed: int = 0) -> Path:
+    dirs = [require_run_dir(d) for d in run_dirs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    blocks = _blocks(dirs, out, n_samples, seed)
+    for name, text in (("report.md", _markdown(blocks)), ("report.html", _html(blocks))):
+        tmp = out / f".{name}.tmp{os.getpid()}"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out / name)
+    (out / "runs.json").write_text(json.dumps([str(d) for d in dirs], indent=2))
+    return out / "report.md"
