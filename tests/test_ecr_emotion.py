@@ -129,7 +129,7 @@ def test_annotator_outputs_are_checked():
             return self.out
 
     with pytest.raises(ValueError, match="unknown emotion"):
-        make_annotator(Bad([{"angry": 1.0}]), name="bad").annotate(["x"])
+        CallableAnnotator(Bad([{"angry": 1.0}])).annotate(["x"])
     with pytest.raises(ValueError, match="returned 2 results for 1"):
         CallableAnnotator(Bad([{}, {}])).annotate(["x"])
     with pytest.raises(ValueError, match=">= 0"):
@@ -211,8 +211,8 @@ def _fit(encoder, texts, cache_dir, seed=0, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def fitted(encoder, train_texts, tmp_path_factory):
-    cache_dir = tmp_path_factory.mktemp("emb")
+def fitted(encoder, train_texts):
+    cache_dir = None  # the crsbench cache ($CRSBENCH_CACHE_DIR): encoded once, loaded on later runs
     texts = train_texts[:N_FAST]
     t0 = time.perf_counter()
     clf, report = _fit(encoder, texts, cache_dir)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from crsbench_plugins.ecr.generator import (MOVIE, SEP, PromptedLM, build_backbone, generate, lm_inputs,
-                                            train_lm, train_tokenizer)
+                                            lm_loss_sum, train_lm, train_tokenizer)
 
 TINY = {"backbone": "scratch-gpt2", "n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128,
         "dropout": 0.1, "seed": 0}
@@ -98,6 +98,20 @@ def test_prompted_lm_masks_prompt_and_truncates_left(tok):
     assert len(data[1]["input_ids"]) <= 32 - 3
     batch = data.collate([data[0], data[1]])
     assert batch["attention_mask"].sum(1).tolist() == [32, len(data[1]["input_ids"])]
+    assert batch["attention_mask"][1, -1] == 1 and batch["attention_mask"][1, 0] == 0  # left padded
+
+
+def test_loss_is_padding_invariant_and_matches_transformers(redial, tok):
+    model = tiny_model(tok, dropout=0.0)
+    data = PromptedLM(redial[1][:4], tok, 128, 48)
+    with torch.no_grad():
+        batch_loss, batch_count = lm_loss_sum(model, data.collate([data[i] for i in range(4)]))
+        singles = [lm_loss_sum(model, data.collate([data[i]])) for i in range(4)]
+        item = data[0]
+        reference = model(input_ids=item["input_ids"][None], labels=item["labels"][None]).loss
+    assert batch_count == sum(n for _, n in singles) == sum(data.n_target_tokens(i) for i in range(4))
+    assert float(batch_loss) == pytest.approx(sum(float(loss) for loss, _ in singles), rel=1e-5)
+    assert float(singles[0][0]) / singles[0][1] == pytest.approx(float(reference), rel=1e-5)
 
 
 # --------------------------------------------------------------------------- training
@@ -185,12 +199,16 @@ def test_prefix_examples_and_trainable_prefix_fn(redial, tok, tmp_path):
     assert (tmp_path / "p" / "model" / "prefix.safetensors").exists()
 
     # the prefix sits before the prompt and carries no loss
-    data = PromptedLM(examples[:2], tok, 128, 48, prefix_tokens=4)
-    kwargs, labels = lm_inputs(model, data.collate([data[0], data[1]]), encoder([0, 1]))
-    n_pre = 4 + examples[0]["prefix"].shape[0]
-    assert torch.equal(kwargs["inputs_embeds"][0, :4], encoder.table.detach())
-    assert torch.equal(kwargs["inputs_embeds"][0, 4:n_pre], examples[0]["prefix"])
-    assert (labels[:, :n_pre] == -100).all()
+    data = PromptedLM(examples[:3], tok, 128, 48, prefix_tokens=4)
+    kwargs, labels = lm_inputs(model, data.collate([data[0], data[1], data[2]]), encoder([0, 1, 2]))
+    for row in range(3):  # left padded: [pad][prefix_fn output][example prefix][prompt][target]
+        start = int(kwargs["attention_mask"][row].argmax())
+        n_pre = examples[row]["prefix"].shape[0]
+        assert kwargs["position_ids"][row, start] == 0
+        assert torch.equal(kwargs["inputs_embeds"][row, start: start + 4], encoder.table.detach())
+        assert torch.equal(kwargs["inputs_embeds"][row, start + 4: start + 4 + n_pre], examples[row]["prefix"])
+        assert (labels[row, : start + 4 + n_pre + len(data.prompt_ids[row])] == -100).all()
+        assert labels[row, -1] == tok.eos_token_id
 
 
 # --------------------------------------------------------------------------- decoding

@@ -33,7 +33,7 @@ _CPU = {
     "context_turns": 4,          # turns of context the text encoder sees
     "emotion": {"annotator": "lexicon", "classifier_train": 5082, "beta": 0.1, "max_labels": 2,
                 "classifier_epochs": 30, "dim": 48},
-    "kg": {"dim": 64, "num_bases": 4, "global_top_k": 20},
+    "kg": {"dim": 64, "num_bases": 4, "global_top_k": 20, "max_relations": 12},
     "n_prefix": 10,
     "max_context_entities": 32,
     "stage1": {"epochs": 2, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0},
@@ -52,7 +52,7 @@ _CPU = {
 _PAPER = copy.deepcopy(_CPU)
 _PAPER.update({
     "text_encoder": "roberta-base", "text_pooling": "cls", "text_max_length": 256, "context_turns": 8,
-    "kg": {"dim": 128, "num_bases": 8, "global_top_k": 20},
+    "kg": {"dim": 128, "num_bases": 8, "global_top_k": 20, "max_relations": None},
     "stage1": {"epochs": 10, "batch_size": 64, "lr": 5e-4, "weight_decay": 0.01},   # 16 x 4 GPUs
     "stage2": {"epochs": 5, "batch_size": 128, "lr": 1e-4, "weight_decay": 0.01,   # 16 x 8
                "feedback_weights": FEEDBACK_WEIGHTS},
@@ -67,7 +67,7 @@ _SMOKE = copy.deepcopy(_CPU)
 _SMOKE.update({
     "emotion": {"annotator": "lexicon", "classifier_train": 300, "beta": 0.1, "max_labels": 2,
                 "classifier_epochs": 5, "dim": 8},
-    "kg": {"dim": 16, "num_bases": 2, "global_top_k": 5},
+    "kg": {"dim": 16, "num_bases": 2, "global_top_k": 5, "max_relations": 6},
     "n_prefix": 2,
     "stage1": {"epochs": 1, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0},
     "stage2": {"epochs": 2, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0,

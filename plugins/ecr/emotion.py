@@ -533,6 +533,10 @@ class EmotionClassifier:
         return f"classifier({self.annotator_name})"
 
     # -- persistence --------------------------------------------------------------------------
+    def _input_dim(self) -> int:
+        first = self.head if self.hidden <= 0 else self.head[0]
+        return int(first.in_features)
+
     def save(self, path: str | Path) -> Path:
         """One safetensors file: the head's weights; config, report and the annotator's
         training labels in the metadata."""
@@ -547,7 +551,7 @@ class EmotionClassifier:
             "format": "crsbench-ecr-emotion-classifier/1", "emotions": json.dumps(EMOTIONS),
             "config": json.dumps({"hidden": self.hidden, "dropout": self.dropout, "epochs": self.epochs, "lr": self.lr,
                                   "weight_decay": self.weight_decay, "batch_size": self.batch_size, "seed": self.seed}),
-            "encoder": self.encoder.cache_id, "annotator": str(self.annotator_name),
+            "input_dim": str(self._input_dim()), "encoder": self.encoder.cache_id, "annotator": str(self.annotator_name),
             "report": json.dumps(self.report), "annotated": json.dumps(self.annotated),
         }
         save_file(tensors, str(path), metadata=meta)
@@ -573,7 +577,9 @@ class EmotionClassifier:
         if clf.encoder.cache_id != meta["encoder"]:
             raise ValueError(f"{path} was trained on embeddings of {meta['encoder']}, not {clf.encoder.cache_id}")
         state = load_file(str(path))
-        clf.head = clf._make_head(state[next(iter(state))].shape[1])
+        # files written before "input_dim" was recorded: the first layer's weight [out, in]
+        dim = meta.get("input_dim") or state["weight" if "weight" in state else "0.weight"].shape[1]
+        clf.head = clf._make_head(int(dim))
         clf.head.load_state_dict(state)
         clf.head.eval()
         clf.annotator_name = meta.get("annotator")
@@ -600,10 +606,17 @@ def agreement(target, predicted) -> dict[str, float]:
         b = {label for label, _ in keep_labels(dict(zip(EMOTIONS, qi)))}
         jac.append(len(a & b) / len(a | b) if a | b else 1.0)
     n = max(1, len(jac))
+    target_top = p.argmax(-1)
+    recall = {}
+    for i, label in enumerate(EMOTIONS):
+        rows = target_top == i
+        if rows.any():
+            recall[label] = round(top1[rows].mean().item(), 4)
     return {"top1": top1.mean().item() if len(jac) else float("nan"),
             "soft_ce": ce.mean().item() if len(jac) else float("nan"),
             "kl": kl.mean().item() if len(jac) else float("nan"),
-            "kept_jaccard": sum(jac) / n}
+            "annotator_entropy": (ce - kl).mean().item() if len(jac) else float("nan"),
+            "kept_jaccard": sum(jac) / n, "top1_recall": recall}
 
 
 def annotate_samples(samples, classifier: SupportsAnnotate, progress: bool = False) -> list[list[dict[str, float]]]:
@@ -670,6 +683,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"top-1 {report['top1']:.3f} (majority label {report['majority_label']!r}: {report['majority_rate']:.3f}), "
           f"soft CE {report['soft_ce']:.3f}, KL {report['kl']:.3f}, kept-label Jaccard {report['kept_jaccard']:.3f}; "
           f"train top-1 {report['train_agreement_top1']:.3f}")
+    print("held-out top-1 recall per annotator label: "
+          + ", ".join(f"{label} {recall:.2f}" for label, recall in report["top1_recall"].items()))
     print(f"seconds: {report['seconds']}, labelling all {len(texts)}: {t_label:.1f}")
     out = {"split": args.split, "n_texts": len(texts), "annotator": dist, "labelled": clf_dist, "report": report}
     if args.save:

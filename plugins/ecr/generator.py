@@ -204,34 +204,35 @@ class PromptedLM(Dataset):
                 "prefix": self.examples[i].get("prefix"), "index": i}
 
     def collate(self, items: list[dict]) -> dict:
-        """Right-pad to a batch: ``input_ids``, ``labels``, ``attention_mask`` ``[B, L]`` and
-        ``prefixes`` (list of ``[P_i, d]`` tensors or None)."""
+        """Left-pad to a batch: ``input_ids``, ``labels``, ``attention_mask`` ``[B, L]`` and
+        ``prefixes`` (list of ``[P_i, d]`` tensors or None). Left padding ends every row's
+        target at the last column, so the loss needs logits for the last columns only."""
         width = max(len(it["input_ids"]) for it in items)
         ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
         mask = torch.zeros((len(items), width), dtype=torch.long)
         for row, it in enumerate(items):
             n = len(it["input_ids"])
-            ids[row, :n], labels[row, :n], mask[row, :n] = it["input_ids"], it["labels"], 1
+            if n:
+                ids[row, -n:], labels[row, -n:], mask[row, -n:] = it["input_ids"], it["labels"], 1
         return {"input_ids": ids, "labels": labels, "attention_mask": mask,
                 "prefixes": [it["prefix"] for it in items], "index": [it["index"] for it in items]}
 
 
 def lm_inputs(model, batch: dict, extra_prefix: torch.Tensor | None = None):
-    """Model kwargs and labels for a :meth:`PromptedLM.collate` batch.
+    """Model kwargs and labels for a (left-padded) :meth:`PromptedLM.collate` batch.
 
-    Without prefixes: ``input_ids``/``attention_mask`` as they are. With prefixes (the
-    batch's per-example ones and/or ``extra_prefix`` ``[B, P, d]``, which goes first) the
-    sequences become ``inputs_embeds`` ``[prefix_i][tokens_i][pad]`` and the labels get
-    ``-100`` on prefix positions.
+    Without prefixes: ``input_ids``, ``attention_mask`` and ``position_ids`` (counted from
+    each row's first real token). With prefixes (the batch's per-example ones and/or
+    ``extra_prefix`` ``[B, P, d]``, which goes first) the rows become ``inputs_embeds``
+    ``[pad][prefix_i][tokens_i]`` and the labels get ``-100`` on prefix positions.
     """
     device = _device_of(model)
     ids, labels, mask = (batch[k].to(device) for k in ("input_ids", "labels", "attention_mask"))
     prefixes = _merge_prefixes(batch.get("prefixes"), extra_prefix, len(ids))
     if prefixes is None:
-        return {"input_ids": ids, "attention_mask": mask}, labels
-    embed = _unwrap(model).get_input_embeddings()
-    tok_emb = embed(ids)
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": _positions(mask)}, labels
+    tok_emb = _unwrap(model).get_input_embeddings()(ids)
     lengths = mask.sum(1).tolist()
     n_prefix = [0 if p is None else int(p.shape[0]) for p in prefixes]
     width = max(p + n for p, n in zip(n_prefix, lengths))
@@ -239,16 +240,21 @@ def lm_inputs(model, batch: dict, extra_prefix: torch.Tensor | None = None):
     new_labels = labels.new_full((len(ids), width), IGNORE)
     rows = []
     for row, (pre, n_pre, n) in enumerate(zip(prefixes, n_prefix, lengths)):
-        parts = [] if pre is None else [pre.to(device=device, dtype=tok_emb.dtype)]
-        parts.append(tok_emb[row, :n])
         pad = width - n_pre - n
-        if pad:
-            parts.append(tok_emb.new_zeros((pad, tok_emb.shape[-1])))
+        parts = [tok_emb.new_zeros((pad, tok_emb.shape[-1]))] if pad else []
+        if pre is not None:
+            parts.append(pre.to(device=device, dtype=tok_emb.dtype))
+        if n:
+            parts.append(tok_emb[row, -n:])
+            new_labels[row, -n:] = labels[row, -n:]
         rows.append(torch.cat(parts, 0))
-        new_mask[row, : n_pre + n] = 1
-        new_labels[row, n_pre: n_pre + n] = labels[row, :n]
-    emb = torch.stack(rows, 0)
-    return {"inputs_embeds": emb, "attention_mask": new_mask}, new_labels
+        new_mask[row, pad:] = 1
+    return ({"inputs_embeds": torch.stack(rows, 0), "attention_mask": new_mask,
+             "position_ids": _positions(new_mask)}, new_labels)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def _merge_prefixes(batch_prefixes, extra_prefix, n_rows):
@@ -267,10 +273,21 @@ def _merge_prefixes(batch_prefixes, extra_prefix, n_rows):
 
 
 def lm_loss_sum(model, batch: dict, extra_prefix: torch.Tensor | None = None):
-    """Summed next-token cross-entropy over the label positions, and their count."""
+    """Summed next-token cross-entropy over the label positions, and their count.
+
+    Logits are computed only from the first column holding a label onwards (the LM head
+    over an 8k-50k vocabulary is a large share of a small model's cost).
+    """
     kwargs, labels = lm_inputs(model, batch, extra_prefix)
-    logits = model(**kwargs, use_cache=False).logits
-    logits, labels = logits[:, :-1], labels[:, 1:]
+    width = labels.shape[1]
+    has_label = (labels[:, 1:] != IGNORE).any(0)
+    first = int(has_label.nonzero()[0]) + 1 if bool(has_label.any()) else width - 1
+    keep = width - first + 1  # logits at first-1 .. width-1
+    if _accepts(model, "logits_to_keep"):
+        logits = model(**kwargs, use_cache=False, logits_to_keep=keep).logits
+    else:
+        logits = model(**kwargs, use_cache=False).logits[:, width - keep:]
+    logits, labels = logits[:, :-1], labels[:, first:]
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
                            ignore_index=IGNORE, reduction="sum")
     return loss, int((labels != IGNORE).sum())
@@ -678,7 +695,7 @@ def _greedy_batch(net, prompt_ids, prefixes, device, pad, eos, max_new_tokens, n
         mask[r, start:] = 1
         if ids:
             ids_mat[r, width - len(ids):] = torch.tensor(ids, device=device)
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    position_ids = _positions(mask)
     if any(n_pre):
         emb = net.get_input_embeddings()(ids_mat)
         for r, p in enumerate(prefixes):
@@ -769,10 +786,13 @@ def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
+def _accepts(model, name: str) -> bool:
+    return name in inspect.signature(_unwrap(model).forward).parameters
+
+
 def _cache_kwarg(model) -> str:
     """``cache`` (transformers >= 5.x) or ``past_key_values`` (older)."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    return "cache" if _accepts(model, "cache") else "past_key_values"
 
 
 def _cache_of(output):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from crsbench_plugins.ecr import features as feat
-from crsbench_plugins.ecr.recommender import FusionRecommender, stage1_loss, stage2_loss
+from crsbench_plugins.ecr.recommender import FusionRecommender, relation_edges, stage1_loss, stage2_loss
 from crsbench_plugins.ecr.train_stage import train_stage
 
 log = logging.getLogger("crsbench")
@@ -160,9 +160,10 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
 
     seed_everything(context.seed)
     kg = state.kg
-    edges = kg.triples[kg.triples[:, 1] != kg.relation2id.get("self_loop", -1)]
+    edges, n_relations = relation_edges(kg.triples, kg.relation2id.get("self_loop", -1),
+                                        cfg["kg"].get("max_relations"))
     state.rec = FusionRecommender(
-        kg.num_entities, kg.num_relations, edges, text_dim=train_in["text"].shape[1], dim=cfg["kg"]["dim"],
+        kg.num_entities, n_relations, edges, text_dim=train_in["text"].shape[1], dim=cfg["kg"]["dim"],
         num_bases=cfg["kg"]["num_bases"], emotion_dim=cfg["emotion"]["dim"], n_prefix=cfg["n_prefix"],
         global_table=state.global_table, local_emotion=sw["local_emotion"], global_entities=sw["global_entities"])
 

@@ -20,6 +20,18 @@ from torch.nn import functional as F
 from crsbench_plugins.ecr.features import N_EMOTIONS
 
 
+def relation_edges(triples: np.ndarray, self_loop: int, max_relations: int | None) -> tuple[np.ndarray, int]:
+    """KG edges without self loops, relations renumbered by frequency; with ``max_relations``
+    the rarest ones share the last type ("other"), which bounds RGCNConv's per-relation loop."""
+    edges = triples[triples[:, 1] != self_loop].copy()
+    rels, counts = np.unique(edges[:, 1], return_counts=True)
+    order = rels[np.argsort(-counts, kind="stable")]
+    keep = len(order) if not max_relations else min(len(order), max_relations)
+    mapping = {int(r): min(k, keep - 1) for k, r in enumerate(order)}
+    edges[:, 1] = [mapping[int(r)] for r in edges[:, 1]]
+    return edges, keep
+
+
 class FusionRecommender(nn.Module):
     def __init__(self, num_entities: int, num_relations: int, edges: np.ndarray, text_dim: int,
                  dim: int, num_bases: int, emotion_dim: int, n_prefix: int, global_table: np.ndarray,
@@ -30,13 +42,14 @@ class FusionRecommender(nn.Module):
         nn.init.normal_(self.node.weight, std=dim ** -0.5)
         from torch_geometric.nn import RGCNConv
 
-        # Edges both ways, the reverse direction as its own relation (tails learn from heads).
+        # Edges both ways (movies learn from their actors and the reverse), one relation type
+        # for both directions; ``edges`` relations are already numbered 0..num_relations-1.
         heads, rels, tails = edges[:, 0], edges[:, 1], edges[:, 2]
         index = np.concatenate([np.stack([heads, tails]), np.stack([tails, heads])], axis=1)
-        types = np.concatenate([rels, rels + num_relations])
+        types = np.concatenate([rels, rels])
         self.register_buffer("edge_index", torch.as_tensor(index, dtype=torch.long), persistent=False)
         self.register_buffer("edge_type", torch.as_tensor(types, dtype=torch.long), persistent=False)
-        self.rgcn = RGCNConv(dim, dim, 2 * num_relations, num_bases=num_bases)
+        self.rgcn = RGCNConv(dim, dim, num_relations, num_bases=num_bases)
         self.text_proj = nn.Sequential(nn.Linear(text_dim, dim), nn.Tanh(), nn.Linear(dim, dim))
         self.emotion = nn.Embedding(N_EMOTIONS, emotion_dim)
         self.emotion_proj = nn.Linear(emotion_dim, dim)

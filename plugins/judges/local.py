@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from crsbench.errors import UserError
-from crsbench.judge import (ANSWER_PREFIX, DEFAULT_MAX_TURN_CHARS, DEFAULT_MAX_TURNS, METRICS, SYSTEM_PROMPT,
-                            Judge, JudgeInput, JudgeScore, prompt_parts)
+from crsbench.judge import (ANSWER_PREFIX, DEFAULT_MAX_TURN_CHARS, DEFAULT_MAX_TURNS, METRICS, RUBRIC_TEXT,
+                            SYSTEM_PROMPT, Judge, JudgeInput, JudgeScore, prompt_parts)
 
 DIGITS = tuple(str(d) for d in range(10))
 OPTIONS = {"model", "model_id", "gguf_file", "device", "dtype", "batch_size", "max_context_turns",
@@ -70,7 +70,7 @@ class LocalJudge(Judge):
     that directory), ``model_id`` (the id recorded with the scores; default: the hub id, or
     ``<dir name>@<fingerprint>`` for a directory), ``device`` (``auto``, ``cpu``, ``cuda``,
     ...; default ``auto``), ``dtype`` (``auto`` = float32 on CPU, bfloat16 on CUDA;
-    ``float32``, ``bfloat16``, ``float16``), ``batch_size`` (pairs per forward pass, 4),
+    ``float32``, ``bfloat16``, ``float16``), ``batch_size`` (pairs per forward pass, 8),
     ``max_context_turns`` (6), ``max_turn_chars`` (600), ``chat_template`` (``auto``: use the
     tokenizer's template if it has one; true/false), ``share_prefix`` (true),
     ``max_length`` (tokens per prompt; default: the model's limit), ``local_files_only``
@@ -88,7 +88,7 @@ class LocalJudge(Judge):
         self.gguf_file = options.get("gguf_file")
         self.device_option = options.get("device", "auto")
         self.dtype_option = str(options.get("dtype", "auto"))
-        self.batch_size = int(options.get("batch_size", 4))
+        self.batch_size = int(options.get("batch_size", 8))
         self.max_turns = int(options.get("max_context_turns", DEFAULT_MAX_TURNS))
         self.max_turn_chars = int(options.get("max_turn_chars", DEFAULT_MAX_TURN_CHARS))
         self.chat_template = options.get("chat_template", "auto")
@@ -177,37 +177,45 @@ class LocalJudge(Judge):
         return bool(self.chat_template)
 
     # -- prompts ---------------------------------------------------------------------------
-    def prompt_texts(self, item: JudgeInput) -> tuple[str, list[str]]:
-        """(shared prefix text, one suffix per metric) exactly as tokenized."""
+    def prompt_texts(self, item: JudgeInput) -> tuple[str, str, list[str]]:
+        """``(common, item_part, suffixes)``, exactly as tokenized: the text every pair shares
+        (chat header and rubric), the pair's conversation and reply, and one question +
+        answer prefix per metric. A prompt is ``common + item_part + suffixes[k]``."""
         _, tokenizer = self.load()
         answer, _ = self._plan
         parts = [prompt_parts(item.context, item.response, m, roles=item.roles, max_turns=self.max_turns,
                               max_turn_chars=self.max_turn_chars) for m in METRICS]
         shared = parts[0][0]
         if not self._use_chat(tokenizer):
-            return shared, [q + "\n" + answer for _, q in parts]
-        prefix, suffixes = None, []
-        for _, question in parts:
-            messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": shared + question}]
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            cut = text.find(shared)
-            if cut < 0:
-                raise UserError(f"judge {self.name!r}: the chat template changes the prompt text; "
-                                "set chat_template=false")
-            cut += len(shared)
-            if prefix is None:
-                prefix = text[:cut]
-            elif text[:cut] != prefix:
-                raise UserError(f"judge {self.name!r}: the chat template does not keep a shared prefix")
-            suffixes.append(text[cut:] + answer)
-        return prefix, suffixes
+            prefix, suffixes = shared, [q + "\n" + answer for _, q in parts]
+        else:
+            prefix, suffixes = None, []
+            for _, question in parts:
+                messages = [{"role": "system", "content": SYSTEM_PROMPT},
+                            {"role": "user", "content": shared + question}]
+                text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                cut = text.find(shared)
+                if cut < 0:
+                    raise UserError(f"judge {self.name!r}: the chat template changes the prompt text; "
+                                    "set chat_template=false")
+                cut += len(shared)
+                if prefix is None:
+                    prefix = text[:cut]
+                elif text[:cut] != prefix:
+                    raise UserError(f"judge {self.name!r}: the chat template does not keep a shared prefix")
+                suffixes.append(text[cut:] + answer)
+        common_end = prefix.find(RUBRIC_TEXT) + len(RUBRIC_TEXT)
+        return prefix[:common_end], prefix[common_end:], suffixes
 
-    def _encode(self, item: JudgeInput) -> tuple[list[int], list[list[int]]]:
+    def _encode(self, item: JudgeInput) -> tuple[list[int], list[int], list[list[int]]]:
+        """Token ids of :meth:`prompt_texts`; the parts are tokenized separately (so the
+        shared and the full computation see exactly the same ids)."""
         _, tokenizer = self.load()
-        prefix, suffixes = self.prompt_texts(item)
+        common, middle, suffixes = self.prompt_texts(item)
         special = not self._use_chat(tokenizer)  # a chat template writes its own special tokens
-        prefix_ids = tokenizer.encode(prefix, add_special_tokens=special)
-        return prefix_ids, [tokenizer.encode(s, add_special_tokens=False) for s in suffixes]
+        return (tokenizer.encode(common, add_special_tokens=special),
+                tokenizer.encode(middle, add_special_tokens=False),
+                [tokenizer.encode(s, add_special_tokens=False) for s in suffixes])
 
     def _limit(self) -> int:
         if self.max_length:
@@ -231,27 +239,28 @@ class LocalJudge(Judge):
         limit = self._limit()
         results: list[JudgeScore | None] = [None] * len(items)
         ok = []
-        for i, (prefix, suffixes) in enumerate(encoded):
-            longest = len(prefix) + max(len(s) for s in suffixes)
+        for i, (common, middle, suffixes) in enumerate(encoded):
+            longest = len(common) + len(middle) + max(len(s) for s in suffixes)
             if longest > limit:
                 results[i] = JudgeScore(None, f"prompt too long: {longest} tokens > {limit}")
                 self.count("errors")
             else:
                 ok.append(i)
-        ok.sort(key=lambda i: len(encoded[i][0]))  # similar lengths share a batch: less padding
-        with torch.inference_mode():
-            for start in range(0, len(ok), self.batch_size):
-                batch = ok[start:start + self.batch_size]
-                probs = self.digit_probabilities([encoded[i] for i in batch])  # (B, 5, 10)
-                expected = (probs * torch.arange(10, dtype=probs.dtype)).sum(-1)
-                for row, i in enumerate(batch):
-                    results[i] = JudgeScore({m: float(expected[row, k]) for k, m in enumerate(METRICS)})
+        ok.sort(key=lambda i: len(encoded[i][1]))  # similar lengths share a batch: less padding
+        for start in range(0, len(ok), self.batch_size):
+            batch = ok[start:start + self.batch_size]
+            probs = self.digit_probabilities([encoded[i] for i in batch])  # (B, 5, 10)
+            expected = (probs * torch.arange(10, dtype=probs.dtype)).sum(-1)
+            for row, i in enumerate(batch):
+                results[i] = JudgeScore({m: float(expected[row, k]) for k, m in enumerate(METRICS)})
         self.count("scored", len(ok))
         return results  # type: ignore[return-value]
 
-    def digit_probabilities(self, encoded: list[tuple[list[int], list[list[int]]]], share_prefix: bool | None = None):
+    def digit_probabilities(self, encoded: list[tuple[list[int], list[int], list[list[int]]]],
+                            share_prefix: bool | None = None):
         """(pairs, metrics, 10) next-token probabilities of the digits, renormalised over the
-        digits (float64, on CPU). Adds the mean unnormalised digit mass to the stats."""
+        digits (float64, on CPU), for encoded prompts (:meth:`_encode`). Adds the mean
+        unnormalised digit probability mass to the stats."""
         import torch
 
         share = self.share_prefix if share_prefix is None else share_prefix
@@ -263,21 +272,25 @@ class LocalJudge(Judge):
         self.count("digit_mass_sum", float(mass.sum()))
         self.count("digit_mass_n", int(mass.numel()))
         probs = torch.softmax(digit_lp, dim=-1)
-        return probs.view(len(encoded), -1, 10).cpu()
+        return probs.view(len(encoded), -1, 10)
 
     def _forward(self, input_ids, attention_mask, position_ids, cache=None):
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
-                  "use_cache": True, "logits_to_keep": 1}
+        device = self._model.device
+        kwargs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
+                  "position_ids": position_ids.to(device), "use_cache": True, "logits_to_keep": 1}
         if cache is not None:
             kwargs[self._cache_kw] = cache
         out = self._model(**kwargs)
-        return out.logits[:, -1].float(), getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        cache = getattr(out, "cache", None)
+        if cache is None:
+            cache = getattr(out, "past_key_values", None)
+        return out.logits[:, -1].float(), cache
 
     def _pad_left(self, sequences: list[list[int]]):
         import torch
 
         pad = self._tokenizer.pad_token_id
-        width = max(len(s) for s in sequences)
+        width = max(1, max(len(s) for s in sequences))
         ids = torch.full((len(sequences), width), pad, dtype=torch.long)
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
         for r, s in enumerate(sequences):
@@ -287,33 +300,45 @@ class LocalJudge(Judge):
         return ids, mask
 
     def _last_logprobs_full(self, encoded):
-        """Reference path: every (pair, metric) prompt in full, left-padded."""
+        """Reference path: every (pair, metric) prompt in full, left-padded, no cache reuse."""
         import torch
 
-        device = self._model.device
-        rows = [prefix + suffix for prefix, suffixes in encoded for suffix in suffixes]
+        rows = [common + middle + suffix for common, middle, suffixes in encoded for suffix in suffixes]
         ids, mask = self._pad_left(rows)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits, _ = self._forward(ids.to(device), mask.to(device), positions.to(device))
+        logits, _ = self._forward(ids, mask, positions)
         return torch.log_softmax(logits, dim=-1).cpu()
 
     def _last_logprobs_shared(self, encoded):
-        """Prefixes once (left-padded), then the KV cache repeated once per metric and the
-        metric suffixes (also left-padded, so the padding sits between prefix and suffix and
-        is masked out; positions continue from each prefix's real length)."""
+        """Three stages, each on the KV cache of the previous one: the common part (chat
+        header + rubric) once; the pairs' conversation+reply parts, left-padded, on the common
+        cache repeated per pair; the metric questions, left-padded, on that cache repeated per
+        metric. Padding thus sits between the parts; it is masked out, and position ids
+        continue from each row's real length, so the result equals the full computation."""
         import torch
 
-        device = self._model.device
-        n_metrics = len(encoded[0][1])
-        prefix_ids, prefix_mask = self._pad_left([prefix for prefix, _ in encoded])
-        prefix_pos = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
-        _, cache = self._forward(prefix_ids.to(device), prefix_mask.to(device), prefix_pos.to(device))
+        common = encoded[0][0]
+        if any(e[0] != common for e in encoded):  # cannot happen for one judge; stay correct anyway
+            encoded = [([], c + m, s) for c, m, s in encoded]
+            common = []
+        n_pairs, n_metrics = len(encoded), len(encoded[0][2])
+        cache, common_len = None, len(common)
+        if common:
+            ids = torch.tensor([common], dtype=torch.long)
+            _, cache = self._forward(ids, torch.ones_like(ids), torch.arange(common_len)[None])
+            cache.batch_repeat_interleave(n_pairs)
+        # stage 2: conversation + reply of each pair
+        mid_ids, mid_mask = self._pad_left([m for _, m, _ in encoded])
+        mask = torch.cat([torch.ones(n_pairs, common_len, dtype=torch.long), mid_mask], dim=-1)
+        positions = common_len + (mid_mask.cumsum(-1) - 1).clamp(min=0)
+        _, cache = self._forward(mid_ids, mask, positions, cache=cache)
         cache.batch_repeat_interleave(n_metrics)
-        suffix_ids, suffix_mask = self._pad_left([s for _, suffixes in encoded for s in suffixes])
-        prefix_len = prefix_mask.sum(-1).repeat_interleave(n_metrics)  # (B*5,)
-        suffix_pos = prefix_len[:, None] + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
-        mask = torch.cat([prefix_mask.repeat_interleave(n_metrics, dim=0), suffix_mask], dim=-1)
-        logits, _ = self._forward(suffix_ids.to(device), mask.to(device), suffix_pos.to(device), cache=cache)
+        # stage 3: the metric questions
+        suf_ids, suf_mask = self._pad_left([s for _, _, suffixes in encoded for s in suffixes])
+        done = (common_len + mid_mask.sum(-1)).repeat_interleave(n_metrics)  # real tokens so far
+        mask = torch.cat([mask.repeat_interleave(n_metrics, dim=0), suf_mask], dim=-1)
+        positions = done[:, None] + (suf_mask.cumsum(-1) - 1).clamp(min=0)
+        logits, _ = self._forward(suf_ids, mask, positions, cache=cache)
         return torch.log_softmax(logits, dim=-1).cpu()
 
     def stats(self) -> dict[str, float]:
