@@ -51,7 +51,7 @@ SCORE_MAX = 9
 # (cached scores and leaderboard columns are keyed by it) and a new RUBRIC_FINGERPRINT;
 # tests/test_judges.py fails until both are updated.
 RUBRIC_VERSION = "ecr-subjective-v1"
-RUBRIC_FINGERPRINT = "b11bc323aa52c22c"  # rubric_fingerprint() of the texts below
+RUBRIC_FINGERPRINT = "b3416a64828ff4ec"  # rubric_fingerprint() of the texts below
 
 SYSTEM_PROMPT = ("You are a careful annotator. You rate replies of a movie recommender chatbot "
                  "and answer exactly in the format you are asked for.")
@@ -106,8 +106,7 @@ RUBRIC_INTRO = (
 RUBRIC_OUTRO = ("Judge each quality on its own: a short reply can be lifelike without being "
                 "informative. Do not reward length for its own sake.")
 ANSWER_PREFIX = "Score (0-9):"
-METRIC_QUESTION = ("Question: how would you rate the {title} of the reply, from 0 to 9? "
-                   "({definition}.) Answer with a single digit.")
+METRIC_QUESTION = "Question: rate the {title} of the reply from 0 to 9. Answer with a single digit."
 ALL_METRICS_QUESTION = (
     "Rate the reply on all five qualities. Answer with only a JSON object with the keys {keys}, "
     "each an integer from 0 to 9, and nothing else."
@@ -218,8 +217,7 @@ def prompt_parts(context: Sequence[str], response: str, metric: str | None = Non
     if metric is None:
         question = ALL_METRICS_QUESTION.format(keys=", ".join(f'"{m}"' for m in METRICS))
     else:
-        title, definition, _ = RUBRIC[metric]
-        question = METRIC_QUESTION.format(title=title, definition=definition)
+        question = METRIC_QUESTION.format(title=RUBRIC[metric][0])
     return shared, question
 
 

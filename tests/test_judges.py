@@ -313,9 +313,16 @@ def build_tiny_model(directory, arch: str, chat: bool):
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     pytest.importorskip("transformers")
+    import torch
+
+    # Tiny matrices gain nothing from threads, and on a busy machine the thread pool's
+    # synchronisation costs much more than the arithmetic.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny-judges")
-    return {(arch, chat): build_tiny_model(root / f"{arch}-{'chat' if chat else 'plain'}", arch, chat)
-            for arch in ("llama", "gpt2") for chat in (False, True)}
+    yield {(arch, chat): build_tiny_model(root / f"{arch}-{'chat' if chat else 'plain'}", arch, chat)
+           for arch in ("llama", "gpt2") for chat in (False, True)}
+    torch.set_num_threads(threads)
 
 
 def local_judge(path, **options):
