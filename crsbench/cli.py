@@ -31,10 +31,12 @@ def cli():
 @click.option("--fresh", is_flag=True, help="Delete an existing run directory instead of resuming in it.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--judge", default=None, help="Score replies with this judge (see 'crsbench list judges').")
+@click.option("--judge-option", "judge_options", multiple=True, metavar="KEY=VALUE",
+              help="Judge option, e.g. model=mistralai/Mistral-7B-Instruct-v0.2 (repeatable).")
 @click.option("--judge-sample", default=100, show_default=True, type=click.IntRange(1, None),
               help="Number of test dialogues (seeded sample) the judge scores.")
 def run(model, task_name, profile, seed, output_dir, limit, device, data_dir, overrides, n_bootstrap,
-        batch_size, fresh, no_progress, judge, judge_sample):
+        batch_size, fresh, no_progress, judge, judge_options, judge_sample):
     """Train (if needed) and evaluate MODEL on a task; write a run directory."""
     from crsbench.runner import run as run_model
     from crsbench.tables import metrics_table
@@ -42,7 +44,7 @@ def run(model, task_name, profile, seed, output_dir, limit, device, data_dir, ov
     run_dir = run_model(model, task_name, profile=profile, seed=seed, output_dir=output_dir, limit=limit,
                         device=device, data_dir=data_dir, overrides=overrides, n_bootstrap=n_bootstrap,
                         batch_size=batch_size, fresh=fresh, progress=not no_progress, judge=judge,
-                        judge_sample=judge_sample)
+                        judge_options=judge_options, judge_sample=judge_sample)
     from crsbench.results import read_result
 
     result = read_result(run_dir)

@@ -16,11 +16,14 @@ from crsbench.errors import UserError
 log = logging.getLogger("crsbench")
 
 
-def make_judge(name: str, options: dict | None = None, cache: bool = True):
-    """A registered judge by name, wrapped in the on-disk score cache."""
+def make_judge(name, options: dict | None = None, cache: bool = True):
+    """A registered judge by name (or ``{"name": ..., **options}``), wrapped in the score cache."""
     from crsbench.judge import CachedJudge
     from crsbench.runner import lookup
 
+    if isinstance(name, dict):
+        options = {**{k: v for k, v in name.items() if k != "name"}, **(options or {})}
+        name = name["name"]
     cls = lookup("judges", name).obj
     try:
         judge = cls(**(options or {}))

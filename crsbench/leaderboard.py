@@ -498,6 +498,9 @@ def publish(run_dir: Path | str, root: Path | str = DEFAULT_ROOT, force: bool = 
     run_dir, root = Path(run_dir), Path(root)
     source = run_dir / "result.json" if run_dir.is_dir() else run_dir
     result = read_result(source)
+    if (result.get("extra") or {}).get("stopped"):
+        raise UserError(f"{source}: this run was stopped by a guard ({result['extra']['stopped']}); "
+                        "it has no metrics to publish")
     _check_result(result, source)
     original = json.loads(source.read_text(encoding="utf-8"))
     target = root / RESULTS_DIR / str(result["task"]["name"]) / published_name(result)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from crsbench.config import apply_overrides
-from crsbench.errors import UserError
+from crsbench.errors import DegenerateRunError, UserError
 from crsbench.plugins import get_registry
 from crsbench.results import RESULT_FILE, build_result, write_json_atomic
 from crsbench.runs import CONFIG_FILE, ITEM_NAMES_FILE, PREDICTIONS_FILE, read_config, write_jsonl_atomic
@@ -78,7 +78,7 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
         output_dir: str | Path = "runs", limit: int | None = None, device: str = "auto",
         data_dir: str | None = None, overrides: tuple[str, ...] = (), n_bootstrap: int = DEFAULT_BOOTSTRAP,
         batch_size: int = 64, fresh: bool = False, progress: bool = True, judge: str | None = None,
-        judge_sample: int = 100) -> Path:
+        judge_options: tuple[str, ...] = (), judge_sample: int = 100) -> Path:
     from crsbench.evaluation import predict, score_records
     from crsbench.model import RunContext
     from crsbench.seeding import seed_everything
@@ -95,6 +95,14 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
                         f"(profiles: {', '.join(model_cls.profiles)})")
     model_config = apply_overrides(model_cls.profiles[profile], overrides)
     judge = judge or getattr(model_cls, "default_judge", None)
+    judge_opts = {}
+    for item in judge_options:
+        if "=" not in item:
+            raise UserError(f"--judge-option expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        from crsbench.config import parse_value
+
+        judge_opts[key.strip()] = parse_value(raw)
     if judge is not None:
         if not model_cls.generates:
             raise UserError(f"--judge: model {model_name!r} does not generate replies")
@@ -105,7 +113,7 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
     config = {"model": model_name, "task": task_name, "profile": profile, "seed": seed, "limit": limit,
               "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
               "model_config": model_config, "protocols": list(task_cls.protocols), "n_bootstrap": n_bootstrap,
-              **({"judge": judge, "judge_sample": judge_sample} if judge else {})}
+              **({"judge": judge, "judge_options": judge_opts, "judge_sample": judge_sample} if judge else {})}
     prepare_run_dir(run_dir, config, fresh)
     handler = _setup_logging(run_dir)
     try:
@@ -122,7 +130,21 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
                              progress=progress)
         model = model_cls(model_config, context)
         t0 = time.perf_counter()
-        model.fit(data)
+        task_info = {"name": task_name, "version": task_cls.version, "protocols": list(task_cls.protocols),
+                     "data": task.data_info()}
+        model_info = {"name": model_name, "version": model_cls.version, "plugin": model_entry.plugin,
+                      "profile": profile, "config": model_config, "generates": model_cls.generates}
+        try:
+            model.fit(data)
+        except DegenerateRunError as exc:
+            # A guard stopped training: the reason goes into the result file (no metrics).
+            timings["fit"] = time.perf_counter() - t0
+            write_json_atomic(run_dir / RESULT_FILE, build_result(
+                task=task_info, model=model_info, seeds={"run": seed, "bootstrap": seed}, evaluation={},
+                metrics={}, timings=timings, device=device, notes=[f"stopped: {exc}"],
+                extra={"stopped": str(exc)}))
+            log.error("stopped: %s", exc)
+            raise
         timings["fit"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -137,7 +159,7 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
             from crsbench.judge_eval import judge_records, make_judge
 
             t0 = time.perf_counter()
-            judged = judge_records(records, make_judge(judge), judge_sample, seed, progress=progress)
+            judged = judge_records(records, make_judge(judge, judge_opts), judge_sample, seed, progress=progress)
             timings["judge"] = time.perf_counter() - t0
         write_jsonl_atomic(run_dir / PREDICTIONS_FILE, records)
         write_json_atomic(run_dir / ITEM_NAMES_FILE, {str(k): v for k, v in data.item_names.items()})
@@ -151,10 +173,7 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
         notes = [] if model_cls.generates else [
             f"{model_name} does not generate responses: no generation metrics are reported"]
         result = build_result(
-            task={"name": task_name, "version": task_cls.version, "protocols": list(task_cls.protocols),
-                  "data": task.data_info()},
-            model={"name": model_name, "version": model_cls.version, "plugin": model_entry.plugin,
-                   "profile": profile, "config": model_config, "generates": model_cls.generates},
+            task=task_info, model=model_info,
             seeds={"run": seed, "bootstrap": seed},
             evaluation=evaluation_summary(records, task_cls.protocols, n_bootstrap, limit, metrics),
             metrics=metrics, timings=timings, device=device, notes=notes,

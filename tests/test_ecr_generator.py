@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -67,7 +66,8 @@ def test_tokenizer_roundtrip_and_determinism(redial, tok, tmp_path):
     assert len(tok) == 1000
     assert tok.convert_tokens_to_ids([MOVIE, SEP]) == [4, 5]
     assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2, 3)
-    for text in ["Have you seen <movie> ? It's great!", "I liked <movie> and <movie><sep> yes", "  odd  spacing é ü "]:
+    for text in ["Have you seen <movie> ? It's great!", "I liked <movie> and <movie><sep> yes",
+                 "  odd  spacing é ü "]:
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert tok.decode(ids, skip_special_tokens=True) == text
     assert tok("<movie>", add_special_tokens=False)["input_ids"] == [4]
@@ -326,7 +326,8 @@ DIST_SCRIPT = textwrap.dedent("""
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
     if rank == 0:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}, out + ".safetensors")
+        weights = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied
+        save_file(weights, out + ".safetensors")
         json.dump({"losses": result["losses"], "world": world}, open(out + ".json", "w"))
 """)
 

@@ -645,3 +645,27 @@ def test_smollm2_judge_scores_real_pairs():
     assert judge.stats()["mean_digit_mass"] > 0.5  # the prompt format makes it answer with a digit
     assert judge.model_id == "SmolLM2-135M-Instruct.Q4_1"
     print(f"smollm2: loaded and scored 2 pairs in {elapsed:.1f}s: {[r.scores for r in results]}")
+
+
+def test_sanity_check_builds_broken_versions_of_real_replies():
+    from crsbench_plugins.judges import sanity
+
+    samples = sanity.load_samples(6)
+    conditions = sanity.build_conditions(samples)
+    assert [len(v) for v in conditions.values()] == [6] * 4
+    for i, sample in enumerate(samples):
+        assert conditions["ground_truth"][i].response == sample["response"]
+        assert conditions["mismatched"][i].context == sample["context"]
+        assert conditions["mismatched"][i].response != sample["response"]
+        assert len(conditions["truncated"][i].response.split()) <= 3
+
+    class WordsJudge(ConstantJudge):
+        def score(self, items):
+            return [JudgeScore({m: float(min(9, len(i.response.split()))) for m in METRICS}) for i in items]
+
+    report = sanity.evaluate(WordsJudge(value=0), samples)
+    words = [min(9, len(s["response"].split())) for s in samples]
+    assert report["n"] == 6 and report["failed"]["generic"] == 0
+    assert report["overall"]["ground_truth"] == pytest.approx(sum(words) / 6, abs=1e-3)
+    assert report["gt_beats"]["generic"] == pytest.approx(sum(w > 3 for w in words) / 6, abs=1e-3)
+    assert "| ground_truth |" in sanity.format_report(report)

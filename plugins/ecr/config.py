@@ -41,10 +41,12 @@ _CPU = {
                "feedback_weights": FEEDBACK_WEIGHTS},
     "generator": {"backbone": "scratch-gpt2", "vocab_size": 8000, "n_layer": 4, "n_head": 4,
                   "n_embd": 256, "n_positions": 256},
-    "templates": {"epochs": 1, "batch_size": 16, "grad_accum": 1, "lr": 5e-4, "warmup": 0.05,
-                  "max_length": 160, "max_new_tokens": 40, "max_train": None},
-    "responses": {"epochs": 2, "batch_size": 16, "grad_accum": 1, "lr": 5e-4, "warmup": 0.05,
-                  "max_length": 160, "max_new_tokens": 40, "max_triples": 4, "reviews_file": None},
+    # CPU budget: a seeded subset of the training turns for each generator (max_train)
+    "templates": {"epochs": 1, "batch_size": 16, "grad_accum": 1, "lr": 1e-3, "warmup": 0.05,
+                  "max_length": 128, "max_new_tokens": 32, "max_train": 4000},
+    "responses": {"epochs": 2, "batch_size": 16, "grad_accum": 1, "lr": 1e-3, "warmup": 0.05,
+                  "max_length": 128, "max_new_tokens": 32, "max_triples": 4, "reviews_file": None,
+                  "max_train": 3000},
     "decode": {"no_repeat_ngram_size": 3, "batch_size": 64},
     "max_train_samples": None,   # cap on training samples (smoke)
 }
@@ -60,7 +62,8 @@ _PAPER.update({
     "templates": {"epochs": 10, "batch_size": 16, "grad_accum": 4, "lr": 1e-4, "warmup": 0.05,
                   "max_length": 200, "max_new_tokens": 64, "max_train": None},
     "responses": {"epochs": 15, "batch_size": 20, "grad_accum": 1, "lr": 1e-4, "warmup": 0.05,
-                  "max_length": 150, "max_new_tokens": 100, "max_triples": 6, "reviews_file": None},
+                  "max_length": 150, "max_new_tokens": 100, "max_triples": 6, "reviews_file": None,
+                  "max_train": None},
 })
 
 _SMOKE = copy.deepcopy(_CPU)
@@ -77,7 +80,8 @@ _SMOKE.update({
     "templates": {"epochs": 1, "batch_size": 16, "grad_accum": 1, "lr": 1e-3, "warmup": 0.0,
                   "max_length": 96, "max_new_tokens": 8, "max_train": 200},
     "responses": {"epochs": 1, "batch_size": 16, "grad_accum": 1, "lr": 1e-3, "warmup": 0.0,
-                  "max_length": 96, "max_new_tokens": 8, "max_triples": 2, "reviews_file": None},
+                  "max_length": 96, "max_new_tokens": 8, "max_triples": 2, "reviews_file": None,
+                  "max_train": 200},
     "decode": {"no_repeat_ngram_size": 3, "batch_size": 64},
     "max_train_samples": 400,
 })

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from crsbench.errors import DataError
-from crsbench_plugins.ecr.templates import _short, shared_lm
+from crsbench_plugins.ecr.templates import _short, seeded_subset, shared_lm
 
 
 def relation_name(uri: str) -> str:
@@ -80,6 +80,7 @@ class ResponseGenerator:
         knowledge = Knowledge(state.kg, state.item_names)
         examples = [{"prompt": knowledge.prompt(s["targets"][0], s["response_template"], rcfg["max_triples"]),
                      "target": s["response"]} for s in train if s["targets"]]
+        examples = seeded_subset(examples, rcfg.get("max_train"), state.seed)
         if rcfg.get("reviews_file"):
             for item, text in read_reviews(rcfg["reviews_file"], state.item_names):
                 examples.append({"prompt": knowledge.prompt(item, "", rcfg["max_triples"]), "target": text})

@@ -66,8 +66,7 @@ class TemplateGenerator:
         tcfg = dict(cfg["templates"], seed=state.seed)
         examples = [{"prompt": prompt_of(s, state), "target": s["response_template"]} for s in train
                     if s["response_template"].strip()]
-        if tcfg.get("max_train"):
-            examples = examples[:tcfg["max_train"]]
+        examples = seeded_subset(examples, tcfg.get("max_train"), state.seed)
         summary = generator.train_lm(model, tokenizer, examples, tcfg, stage_dir, progress=progress)
         model.eval()
         return cls(model, tokenizer, state, cfg, _short(summary))
@@ -80,6 +79,16 @@ class TemplateGenerator:
                                   batch_size=self.cfg["decode"]["batch_size"],
                                   no_repeat_ngram_size=self.cfg["decode"]["no_repeat_ngram_size"],
                                   progress=False)
+
+
+def seeded_subset(examples: list, n: int | None, seed: int) -> list:
+    """At most ``n`` examples, drawn with the run's seed (order kept)."""
+    if not n or n >= len(examples):
+        return examples
+    import numpy as np
+
+    keep = np.random.default_rng([seed, 11]).choice(len(examples), size=n, replace=False)
+    return [examples[i] for i in sorted(keep.tolist())]
 
 
 def _short(summary: dict) -> dict:

@@ -36,7 +36,8 @@ _SMOKE_RL.update({
 
 _PAPER_RL = copy.deepcopy(_RL)
 _PAPER_RL.update({
-    "judge": "transformers",  # set judge options for Llama-2-7B-Chat / Mistral-7B-Instruct via --set
+    # any local causal LM by hub id or path (or {"name": "openai", "base_url": ..., "model": ...})
+    "judge": {"name": "transformers", "model": "meta-llama/Llama-2-7b-chat-hf"},
     "critic_data": {"n_contexts": 1000, "samples_per_context": 4, "temperature": 1.0, "top_p": 0.95},
     "rl": {"algorithm": "grpo", "n_prompts": 4000, "steps": 500, "batch_size": 16, "num_generations": 8,
            "lr": 1e-5, "beta": 0.05, "max_new_tokens": 100, "temperature": 1.0,

@@ -6,11 +6,14 @@ probabilities of the ten digit tokens are renormalised over the digits and the j
 score is their expectation, ``sum_d d * p(d) / sum_d p(d)``. No sampling, so scores are
 deterministic, and they are continuous (7.3, not just 7).
 
-Efficiency: the five questions of one pair share a long prefix (rubric + conversation +
-reply). With ``share_prefix`` (the default) the prefixes of a batch of pairs run once, with
-left padding; their KV cache is repeated five times and the five question suffixes run on
-top of it. ``share_prefix=False`` runs every (pair, metric) prompt in full (the reference
-the tests compare against).
+Efficiency: every prompt is ``common + pair part + question``: the chat header and rubric
+(the same for every pair), the conversation and reply (the same for the five metrics of a
+pair), and one metric's question with the answer prefix. With ``share_prefix`` (the
+default) a batch runs the common part once, the pair parts on its KV cache (repeated per
+pair, left-padded), and the five questions on that cache (repeated per metric,
+left-padded); padding is masked and position ids continue from each row's real length, so
+the scores equal the full computation (``share_prefix=False``, which runs every (pair,
+metric) prompt in full; tests/test_judges.py checks they agree within 1e-4).
 
 torch and transformers are imported when a judge first scores, never at registration.
 """
