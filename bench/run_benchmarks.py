@@ -1,6 +1,11 @@
 """Speed and memory of full `crsbench run` jobs, one subprocess each.
 
     .venv/bin/python bench/run_benchmarks.py [--models popularity repeat-context random] [--task redial]
+    .venv/bin/python bench/run_benchmarks.py --models ecr unicrs --cold        # the ECR pipeline
+    .venv/bin/python bench/run_benchmarks.py --models ecr-rl --cold            # the main job
+
+``--cold`` gives each run an empty cache directory (no cached embeddings, preprocessing or
+judge scores), as on a fresh machine. Per-stage seconds come from the run's result file.
 
 Each run goes to a fresh output directory; wall time is measured around the subprocess and
 peak memory is the run's own max RSS (from its result file). Results are written to bench/results/<task>.json and
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -20,35 +26,48 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def bench_one(model: str, task: str, extra: list[str]) -> dict:
+def bench_one(model: str, task: str, extra: list[str], cold: bool = False) -> dict:
+    import os
+
     with tempfile.TemporaryDirectory() as out:
+        env = dict(os.environ)
+        if cold:
+            env["CRSBENCH_CACHE_DIR"] = str(Path(out) / "cache")
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "crsbench.cli", "run", model, "--task", task,
-                               "--output-dir", out, "--no-progress", *extra], capture_output=True, text=True)
+                               "--output-dir", out, "--no-progress", *extra], capture_output=True, text=True,
+                              env=env)
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"{model} failed:\n{proc.stderr}")
         result = json.loads(next(Path(out).glob("*/result.json")).read_text())
     return {"model": model, "wall_s": round(wall, 1), "timings_s": result["timings"],
             "peak_rss_mb": result["peak_memory_mb"],  # measured by the run itself
-            "recall@10": result["metrics"]["standard/recall@10"]["value"]}
+            "recall@10": result["metrics"]["standard/recall@10"]["value"],
+            "stage_seconds": (result.get("extra") or {}).get("stage_seconds"),
+            "rl_seconds": ((result.get("extra") or {}).get("rl") or {}).get("seconds"),
+            "cold_cache": cold, "load_average_after": os.getloadavg()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["popularity", "repeat-context", "random"])
     parser.add_argument("--task", default="redial")
+    parser.add_argument("--cold", action="store_true", help="empty cache directory for each run")
     parser.add_argument("extra", nargs="*", help="extra arguments passed to crsbench run (after --)")
     args = parser.parse_args()
-    rows = [bench_one(m, args.task, args.extra) for m in args.models]
-    report = {"machine": {"platform": platform.platform(), "python": platform.python_version()}, "runs": rows}
-    out = HERE / "results" / f"{args.task}.json"
+    rows = [bench_one(m, args.task, args.extra, args.cold) for m in args.models]
+    report = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
+                          "cpus": os.cpu_count()}, "command": sys.argv, "runs": rows}
+    out = HERE / "results" / f"{args.task}-{'-'.join(args.models)}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     for r in rows:
         t = r["timings_s"]
         print(f"{r['model']:<16} wall {r['wall_s']:>7.1f}s  load {t['load']:.1f}s fit {t['fit']:.1f}s "
               f"predict {t['predict']:.1f}s score {t['score']:.1f}s  peak {r['peak_rss_mb']:.0f} MB")
+        for name, seconds in {**(r["stage_seconds"] or {}), **(r["rl_seconds"] or {})}.items():
+            print(f"    {name:<24} {seconds:>8.1f}s")
     print(f"wrote {out}")
 
 

@@ -94,8 +94,9 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
         raise UserError(f"model {model_name!r} has no profile {profile!r} "
                         f"(profiles: {', '.join(model_cls.profiles)})")
     model_config = apply_overrides(model_cls.profiles[profile], overrides)
-    judge = judge or getattr(model_cls, "default_judge", None)
     judge_opts = {}
+    if judge is None and getattr(model_cls, "default_judge", None):
+        judge, judge_opts = model_cls.default_judge, dict(getattr(model_cls, "default_judge_options", {}))
     for item in judge_options:
         if "=" not in item:
             raise UserError(f"--judge-option expects key=value, got {item!r}")

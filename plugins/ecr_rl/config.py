@@ -12,8 +12,10 @@ REWARDS = {"critic": 2.0, "bleu": 1.0, "distinct": 0.5, "rec_hit": 1.5, "emotion
 
 _RL = {
     "reuse_ecr": True,        # copy the checkpoints of a finished `crsbench run ecr` with the same config
-    "judge": "smollm2",       # judge for the critic's training data
-    "critic_data": {"n_contexts": 120, "samples_per_context": 2, "temperature": 1.0, "top_p": 0.95},
+    # The offline judge. Without its chat template SmolLM2 at least separates full replies
+    # from truncated ones (docs/judges.md); one thread is faster on a busy 2-core machine.
+    "judge": {"name": "smollm2", "chat_template": False, "threads": 1},
+    "critic_data": {"n_contexts": 80, "samples_per_context": 1, "temperature": 1.0, "top_p": 0.95},
     "critic": {"epochs": 300, "hidden": 64, "heldout": 0.2},
     "min_spearman": 0.2,      # RL refuses to start below this held-out Spearman
     "rewards": REWARDS,

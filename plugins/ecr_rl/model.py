@@ -11,6 +11,7 @@ class ECRRLModel(ECRModel):
     description = "ECR + RL on the response generator (judge -> critic -> TRL GRPO with KL to ECR)"
     profiles = rl_profiles()
     default_judge = "smollm2"   # the harness judges replies on a seeded test sample
+    default_judge_options = {"chat_template": False, "threads": 1}  # as the critic's judge
 
     def fit(self, data) -> None:
         from crsbench_plugins.ecr_rl import pipeline

@@ -32,7 +32,7 @@ from crsbench.judge import (ANSWER_PREFIX, DEFAULT_MAX_TURN_CHARS, DEFAULT_MAX_T
 DIGITS = tuple(str(d) for d in range(10))
 OPTIONS = {"model", "model_id", "gguf_file", "device", "dtype", "batch_size", "max_context_turns",
            "max_turn_chars", "chat_template", "share_prefix", "max_length", "local_files_only",
-           "trust_remote_code"}
+           "trust_remote_code", "threads"}
 
 _LOADED: dict[tuple, tuple[Any, Any]] = {}  # (source, gguf, device, dtype) -> (model, tokenizer)
 _LOAD_LOCK = threading.Lock()
@@ -48,6 +48,16 @@ def resolve_device(device: str | None) -> str:
             return "mps"
         return "cpu"
     return str(device)
+
+
+def _transformers_at_least(major: int, minor: int) -> bool:
+    import transformers
+
+    parts = transformers.__version__.split(".")
+    try:
+        return (int(parts[0]), int(parts[1])) >= (major, minor)
+    except (ValueError, IndexError):
+        return True
 
 
 def _dir_fingerprint(path: Path) -> str:
@@ -77,7 +87,8 @@ class LocalJudge(Judge):
     ``max_context_turns`` (6), ``max_turn_chars`` (600), ``chat_template`` (``auto``: use the
     tokenizer's template if it has one; true/false), ``share_prefix`` (true),
     ``max_length`` (tokens per prompt; default: the model's limit), ``local_files_only``
-    (false), ``trust_remote_code`` (false)."""
+    (false), ``trust_remote_code`` (false), ``threads`` (torch CPU threads, set for the
+    whole process when the model loads; default: leave torch's setting)."""
 
     name = "local"
     description = "A local transformers causal LM; score = expected digit after 'Score (0-9):' (option model)."
@@ -131,6 +142,8 @@ class LocalJudge(Judge):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if self.options.get("threads"):
+            torch.set_num_threads(int(self.options["threads"]))
         device = resolve_device(self.device_option)
         dtype_name = self.dtype_option
         if dtype_name == "auto":
@@ -144,8 +157,9 @@ class LocalJudge(Judge):
                     kwargs["gguf_file"] = self.gguf_file
                 try:
                     tokenizer = AutoTokenizer.from_pretrained(self.model_name, **kwargs)
-                    model = AutoModelForCausalLM.from_pretrained(self.model_name, dtype=getattr(torch, dtype_name),
-                                                                 **kwargs)
+                    dtype_kw = "dtype" if _transformers_at_least(4, 56) else "torch_dtype"
+                    model = AutoModelForCausalLM.from_pretrained(self.model_name, **kwargs,
+                                                                 **{dtype_kw: getattr(torch, dtype_name)})
                 except (OSError, ValueError) as exc:
                     raise UserError(f"judge {self.name!r}: cannot load {self.model_name!r}: {exc}") from exc
                 model.to(device).eval()

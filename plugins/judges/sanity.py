@@ -61,7 +61,7 @@ def evaluate(judge, samples: list[dict]) -> dict:
     by_condition = {c: results[k * n:(k + 1) * n] for k, c in enumerate(CONDITIONS)}
     report: dict = {"judge": judge.describe(), "n": n, "seconds": round(elapsed, 1),
                     "seconds_per_pair": round(elapsed / max(1, len(flat)), 2), "means": {}, "overall": {},
-                    "std_overall": {}, "gt_beats": {}, "failed": {}, "stats": judge.stats()}
+                    "std_overall": {}, "range": {}, "gt_beats": {}, "failed": {}, "stats": judge.stats()}
     overall = {}
     for c, rows in by_condition.items():
         ok = [r for r in rows if r.ok]
@@ -71,6 +71,8 @@ def evaluate(judge, samples: list[dict]) -> dict:
         vals = [v for v in overall[c] if v is not None]
         report["overall"][c] = round(statistics.fmean(vals), 3) if vals else None
         report["std_overall"][c] = round(statistics.pstdev(vals), 3) if len(vals) > 1 else None
+        every = [v for r in ok for v in r.scores.values()]
+        report["range"][c] = [round(min(every), 2), round(max(every), 2)] if every else None
     for c in CONDITIONS[1:]:
         pairs = [(g, o) for g, o in zip(overall["ground_truth"], overall[c]) if g is not None and o is not None]
         report["gt_beats"][c] = round(sum(g > o for g, o in pairs) / len(pairs), 3) if pairs else None
@@ -81,12 +83,14 @@ def format_report(report: dict) -> str:
     lines = [f"judge {report['judge']['model']} (rubric {report['judge']['rubric_version']}), "
              f"{report['n']} samples x {len(CONDITIONS)} conditions in {report['seconds']}s "
              f"({report['seconds_per_pair']}s per pair)", "",
-             "| condition | " + " | ".join(METRICS) + " | mean | std | GT beats it |",
-             "|---" * (len(METRICS) + 4) + "|"]
+             "| condition | " + " | ".join(METRICS) + " | mean | std | range | GT beats it |",
+             "|---" * (len(METRICS) + 5) + "|"]
     for c in CONDITIONS:
         means = " | ".join("–" if v is None else f"{v:.2f}" for v in report["means"][c].values())
         beats = "" if c == "ground_truth" else f"{report['gt_beats'][c]:.0%}"
-        lines.append(f"| {c} | {means} | {report['overall'][c]:.2f} | {report['std_overall'][c]:.2f} | {beats} |")
+        low, high = report["range"][c] or (float("nan"), float("nan"))
+        lines.append(f"| {c} | {means} | {report['overall'][c]:.2f} | {report['std_overall'][c]:.2f} | "
+                     f"{low:.2f}–{high:.2f} | {beats} |")
     lines += ["", f"stats: {report['stats']}"]
     return "\n".join(lines)
 
