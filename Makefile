@@ -2,7 +2,7 @@
 # Both create or reuse the virtual environment in .venv and install everything.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-MAIN_MODEL ?= repeat-context
+MAIN_MODEL ?= ecr-rl
 PYTEST_ARGS ?=
 
 .PHONY: install run test bench leaderboard

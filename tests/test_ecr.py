@@ -46,8 +46,17 @@ def test_ecr_smoke_run_trains_every_stage(ecr_run):
         assert key in metrics, key
     lines = [json.loads(line) for line in (ecr_run / "predictions.jsonl").read_text().splitlines()]
     assert all(isinstance(r["response"], str) for r in lines)
-    # the model fills its templates' slots with recommended titles, so replies name movies
-    assert metrics["generation/item_ratio"] > 0
+    assert metrics["generation/mean_length"] > 0
+
+
+def test_fill_template_uses_recommended_titles_in_order():
+    from crsbench_plugins.ecr.pipeline import fill_template
+
+    text, used = fill_template("you should watch <movie> or <movie> !", ["Heat (1995)", "Up (2009)"])
+    assert text == "you should watch Heat (1995) or Up (2009) !" and used == ["Heat (1995)", "Up (2009)"]
+    assert fill_template("hello there", ["Heat (1995)"]) == ("hello there", [])
+    # more slots than titles: the last title is repeated rather than leaving a slot
+    assert fill_template("<movie> and <movie>", ["Heat (1995)"])[0] == "Heat (1995) and Heat (1995)"
 
 
 @pytest.mark.slow

@@ -48,7 +48,7 @@ def train_stage(name: str, module: torch.nn.Module, batches: Callable[[int], Ite
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         module.eval()
         scores = validate(module) if validate else {}
         state["epoch"] = epoch + 1
