@@ -57,14 +57,18 @@ def run(model, task_name, profile, seed, output_dir, limit, device, data_dir, ov
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--n-bootstrap", default=None, type=click.IntRange(0, None))
-def evaluate(run_dir, n_bootstrap):
+@click.option("--judge", default=None, help="Also judge the stored replies of a seeded sample of dialogues.")
+@click.option("--judge-option", "judge_options", multiple=True, metavar="KEY=VALUE")
+@click.option("--judge-sample", default=100, show_default=True, type=click.IntRange(1, None))
+def evaluate(run_dir, n_bootstrap, judge, judge_options, judge_sample):
     """Re-score a run's stored predictions without re-running the model."""
-    from crsbench.runner import rescore
+    from crsbench.runner import parse_judge_options, rescore
     from crsbench.runs import require_run_dir
     from crsbench.tables import metrics_table
 
     path = require_run_dir(run_dir)
-    metrics = rescore(path, n_bootstrap)
+    metrics = rescore(path, n_bootstrap, judge=judge, judge_options=parse_judge_options(judge_options),
+                      judge_sample=judge_sample)
     click.echo(metrics_table({"metrics": metrics}))
 
 

@@ -30,6 +30,19 @@ def lookup(kind: str, name: str):
     raise UserError(f"unknown {kind[:-1]} {name!r}{hint} (known: {known}; see 'crsbench list {kind}')")
 
 
+def parse_judge_options(items) -> dict:
+    """``("threads=1", "model=x")`` -> ``{"threads": 1, "model": "x"}``."""
+    from crsbench.config import parse_value
+
+    out = {}
+    for item in items or ():
+        if "=" not in item:
+            raise UserError(f"--judge-option expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        out[key.strip()] = parse_value(raw)
+    return out
+
+
 def resolve_device(device: str) -> str:
     if device != "auto":
         if device.startswith("cuda"):
@@ -94,16 +107,10 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
         raise UserError(f"model {model_name!r} has no profile {profile!r} "
                         f"(profiles: {', '.join(model_cls.profiles)})")
     model_config = apply_overrides(model_cls.profiles[profile], overrides)
-    judge_opts = {}
+    judge_opts = parse_judge_options(judge_options)
     if judge is None and getattr(model_cls, "default_judge", None):
-        judge, judge_opts = model_cls.default_judge, dict(getattr(model_cls, "default_judge_options", {}))
-    for item in judge_options:
-        if "=" not in item:
-            raise UserError(f"--judge-option expects key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        from crsbench.config import parse_value
-
-        judge_opts[key.strip()] = parse_value(raw)
+        judge = model_cls.default_judge
+        judge_opts = {**getattr(model_cls, "default_judge_options", {}), **judge_opts}
     if judge is not None:
         if not model_cls.generates:
             raise UserError(f"--judge: model {model_name!r} does not generate replies")
@@ -201,14 +208,29 @@ def evaluation_summary(records, protocols, n_bootstrap, limit, metrics) -> dict:
     }
 
 
-def rescore(run_dir: Path, n_bootstrap: int | None = None) -> dict:
-    """Re-score a run's stored predictions (no model involved) and rewrite its result file."""
+def rescore(run_dir: Path, n_bootstrap: int | None = None, judge: str | None = None,
+            judge_options: dict | None = None, judge_sample: int = 100, progress: bool = True) -> dict:
+    """Re-score a run's stored predictions (no model involved) and rewrite its result file.
+
+    With ``judge``, the stored replies of a seeded sample of test dialogues are judged first
+    (the same sample ``crsbench run --judge`` uses), so an existing run can be compared with
+    a judged one without re-running its model.
+    """
     from crsbench.evaluation import score_records
     from crsbench.results import read_result
     from crsbench.runs import read_jsonl
 
     config = read_config(run_dir)
     records = read_jsonl(run_dir / PREDICTIONS_FILE)
+    judged = None
+    if judge is not None:
+        from crsbench.judge_eval import judge_records, make_judge
+
+        if not any(r.get("response") is not None for r in records):
+            raise UserError(f"{run_dir}: the run has no replies to judge")
+        judged = judge_records(records, make_judge(judge, judge_options), judge_sample, config["seed"],
+                               progress=progress)
+        write_jsonl_atomic(run_dir / PREDICTIONS_FILE, records)
     n_bootstrap = config.get("n_bootstrap", DEFAULT_BOOTSTRAP) if n_bootstrap is None else n_bootstrap
     metrics = score_records(records, get_registry().metrics_objects(), config["protocols"],
                             n_boot=n_bootstrap, seed=config["seed"])
@@ -216,6 +238,8 @@ def rescore(run_dir: Path, n_bootstrap: int | None = None) -> dict:
     if result_path.exists():
         result = read_result(result_path)
         result["metrics"] = metrics
+        if judged:
+            result.setdefault("extra", {})["judge"] = judged
         result["evaluation"] = evaluation_summary(records, config["protocols"], n_bootstrap,
                                                   config.get("limit"), metrics)
         write_json_atomic(result_path, result)

@@ -1,0 +1,82 @@
+"""Harness-side judging: a seeded sample of test dialogues, judge metrics with CIs, pairing."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from crsbench import Model, hookimpl
+from crsbench.judge import METRICS, RUBRIC_VERSION, Judge, JudgeScore
+from crsbench.plugins import get_registry
+from crsbench.runner import rescore, run
+
+
+class WordCountJudge(Judge):
+    """Scores every metric with the reply's word count (capped at 9): easy to check by hand."""
+
+    name = "test-wordcount"
+
+    @property
+    def model_id(self):
+        return "wordcount"
+
+    def score(self, items):
+        return [JudgeScore({m: float(min(9, len(i.response.split()))) for m in METRICS}) for i in items]
+
+
+class EchoModel(Model):
+    """Replies with the last context turn (a generating model without training)."""
+
+    name = "test-echo"
+    generates = True
+
+    def recommend(self, batch):
+        return [list(s["context_items"])[::-1] for s in batch]
+
+    def generate(self, batch):
+        return [(s["context"][-1] if s["context"] else "hi") for s in batch]
+
+
+class Plugin:
+    @hookimpl
+    def register_models(self, register):
+        register(EchoModel)
+
+    @hookimpl
+    def register_judges(self, register):
+        register(WordCountJudge)
+
+
+@pytest.fixture
+def plugin():
+    registry = get_registry()
+    registry.register_plugin(Plugin(), "test-judge-eval")
+    yield
+    registry.unregister_plugin("test-judge-eval")
+
+
+def test_run_with_judge_and_evaluate_with_judge_agree(plugin, tmp_path):
+    judged = run("test-echo", "redial", output_dir=tmp_path / "a", limit=12, n_bootstrap=50, progress=False,
+                 judge="test-wordcount", judge_sample=5)
+    result = json.loads((judged / "result.json").read_text())
+    key = f"judge/wordcount/{RUBRIC_VERSION}/lifelikeness"
+    assert result["metrics"][key]["n"] == 5
+    records = [json.loads(line) for line in (judged / "predictions.jsonl").read_text().splitlines()]
+    scored = [r for r in records if "judge" in r]
+    assert len(scored) == 5 and len({r["dialog_id"] for r in scored}) == 5   # one turn per dialogue
+    expected = np.mean([min(9, len(r["response"].split())) for r in scored])
+    assert result["metrics"][key]["value"] == pytest.approx(expected)
+    assert result["metrics"][key]["ci_low"] <= expected <= result["metrics"][key]["ci_high"]
+
+    plain = run("test-echo", "redial", output_dir=tmp_path / "b", limit=12, n_bootstrap=50, progress=False)
+    assert not any(k.startswith("judge/") for k in json.loads((plain / "result.json").read_text())["metrics"])
+    metrics = rescore(plain, judge="test-wordcount", judge_sample=5, progress=False)
+    assert metrics[key] == result["metrics"][key]  # same seeded sample, same scores, same CI
+
+
+def test_judge_needs_a_generating_model(plugin, tmp_path):
+    from crsbench.errors import UserError
+
+    with pytest.raises(UserError, match="does not generate"):
+        run("popularity", "redial", output_dir=tmp_path, limit=3, judge="test-wordcount", progress=False)
