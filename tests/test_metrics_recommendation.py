@@ -173,13 +173,14 @@ def test_weight_two_equals_duplicating_the_unit(name):
 
 
 def test_plugin_registers_every_builtin_metric():
-    from crsbench.metrics import generation, plugin
+    from crsbench.metrics import generation, judge, plugin
 
     seen = []
     plugin.register_metrics(seen.append)
     names = [m.name for m in seen]
     assert len(names) == len(set(names))
-    assert set(names) == {m.name for m in rec.all_metrics() + generation.all_metrics()}
+    assert set(names) == {m.name for m in rec.all_metrics() + generation.all_metrics() + judge.all_metrics()}
+    assert {"lifelikeness", "informativeness"} <= set(names)
     assert {"recall@10", "auc", "bleu-2", "corpus_bleu", "dist-2", "rouge-l", "item_ratio"} <= set(names)
 
 
