@@ -26,13 +26,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def bench_one(model: str, task: str, extra: list[str], cold: bool = False) -> dict:
-    import os
-
-    with tempfile.TemporaryDirectory() as out:
+def bench_one(model: str, task: str, extra: list[str], cold: bool = False, keep: str | None = None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        # --keep-runs keeps the run directory (to publish or compare it); the cache stays temporary
+        out = str(Path(keep)) if keep else tmp
+        Path(out).mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if cold:
-            env["CRSBENCH_CACHE_DIR"] = str(Path(out) / "cache")
+            env["CRSBENCH_CACHE_DIR"] = str(Path(tmp) / "cache")
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "crsbench.cli", "run", model, "--task", task,
                                "--output-dir", out, "--no-progress", *extra], capture_output=True, text=True,
@@ -40,7 +41,7 @@ def bench_one(model: str, task: str, extra: list[str], cold: bool = False) -> di
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"{model} failed:\n{proc.stderr}")
-        result = json.loads(next(Path(out).glob("*/result.json")).read_text())
+        result = json.loads(max(Path(out).glob("*/result.json"), key=lambda p: p.stat().st_mtime).read_text())
     return {"model": model, "wall_s": round(wall, 1), "timings_s": result["timings"],
             "peak_rss_mb": result["peak_memory_mb"],  # measured by the run itself
             "recall@10": result["metrics"]["standard/recall@10"]["value"],
@@ -54,9 +55,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["popularity", "repeat-context", "random"])
     parser.add_argument("--task", default="redial")
     parser.add_argument("--cold", action="store_true", help="empty cache directory for each run")
+    parser.add_argument("--keep-runs", metavar="DIR", help="write the run directories here instead of a temp dir")
     parser.add_argument("extra", nargs="*", help="extra arguments passed to crsbench run (after --)")
     args = parser.parse_args()
-    rows = [bench_one(m, args.task, args.extra, args.cold) for m in args.models]
+    rows = [bench_one(m, args.task, args.extra, args.cold, args.keep_runs) for m in args.models]
     report = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                           "cpus": os.cpu_count()}, "command": sys.argv, "runs": rows}
     out = HERE / "results" / f"{args.task}-{'-'.join(args.models)}.json"

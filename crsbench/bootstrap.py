@@ -18,8 +18,18 @@ def draw_dialog_counts(n_dialogs: int, n_boot: int, seed: int) -> np.ndarray:
 
 
 def replicate_scores(metric, prepared, unit_dialog: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """The metric on every bootstrap replicate."""
-    return np.array([metric.score(prepared, row[unit_dialog]) for row in counts])
+    """The metric on every bootstrap replicate.
+
+    For a metric with ``bootstrap_bias_correction`` the replicates are shifted so that their
+    mean is the point estimate (see ``Metric.bootstrap_bias_correction``).
+    """
+    reps = np.array([metric.score(prepared, row[unit_dialog]) for row in counts])
+    if getattr(metric, "bootstrap_bias_correction", False) and reps.size:
+        point = metric.score(prepared, np.ones(len(unit_dialog)))
+        finite = reps[np.isfinite(reps)]
+        if finite.size and np.isfinite(point):
+            reps = reps + (point - finite.mean())
+    return reps
 
 
 def percentile_ci(replicates: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from crsbench.errors import UserError
 from crsbench.runs import ITEM_NAMES_FILE, PREDICTIONS_FILE, read_config, read_jsonl, require_run_dir
-from crsbench.tables import fmt
+from crsbench.tables import fmt, fmt_p
 
 
 def compare_runs(run_a: Path, run_b: Path, n_bootstrap: int = 1000, seed: int = 0) -> str:
@@ -27,7 +27,7 @@ def compare_runs(run_a: Path, run_b: Path, n_bootstrap: int = 1000, seed: int = 
     except ValueError as exc:
         raise UserError(str(exc)) from None
     table = [[key, fmt(r["a"]), fmt(r["b"]), fmt(r["delta"]), f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
-              fmt(r["p_value"], 3), r["n"]] for key, r in sorted(rows.items())]
+              fmt_p(r["p_value"], n_bootstrap), r["n"]] for key, r in sorted(rows.items())]
     header = f"A = {run_a} ({config_a['model']})\nB = {run_b} ({config_b['model']})\n"
     return header + tabulate(table, headers=["metric", "A", "B", "B - A", "95% CI of B - A", "p", "n"])
 

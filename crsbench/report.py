@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from crsbench.runs import PREDICTIONS_FILE, read_config, read_jsonl, require_run_dir
-from crsbench.tables import fmt
+from crsbench.tables import fmt, fmt_p
 
 CURVES = ("*.png",)
 
@@ -59,7 +59,7 @@ def _blocks(run_dirs: list[Path], out_dir: Path, n_samples: int, seed: int) -> l
         blocks.append(("h2", f"{labels[k]} minus {labels[0]} (paired bootstrap)"))
         blocks.append(("table", ["metric", "A", "B", "B - A", "95% CI", "p", "n"],
                        [[key, fmt(c["a"]), fmt(c["b"]), fmt(c["delta"]), f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]",
-                         fmt(c["p_value"], 3), str(c["n"])] for key, c in sorted(comp.items())]))
+                         fmt_p(c["p_value"], 1000), str(c["n"])] for key, c in sorted(comp.items())]))
 
     for d, r, label in zip(run_dirs, results, labels):
         rl = (r.get("extra") or {}).get("rl")
@@ -77,7 +77,7 @@ def _blocks(run_dirs: list[Path], out_dir: Path, n_samples: int, seed: int) -> l
                 blocks.append(("p", "Reward on held-out test contexts, ECR's replies vs ECR-RL's:"))
                 blocks.append(("table", ["component", "ECR", "ECR-RL", "delta", "95% CI", "p", "n"],
                                [[k, fmt(v["ecr"]), fmt(v["ecr_rl"]), fmt(v["delta"]),
-                                 f"[{fmt(v['ci_low'])}, {fmt(v['ci_high'])}]", fmt(v["p_value"], 3), str(v["n"])]
+                                 f"[{fmt(v['ci_low'])}, {fmt(v['ci_high'])}]", fmt_p(v["p_value"], 1000), str(v["n"])]
                                 for k, v in held.items()]))
             if rl.get("rl", {}).get("stopped"):
                 blocks.append(("p", f"RL stopped early: {rl['rl']['stopped']}"))

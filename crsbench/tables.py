@@ -6,6 +6,13 @@ def fmt(value, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def fmt_p(p, n_boot: int = 1000) -> str:
+    """A bootstrap p-value; 0 means no replicate crossed zero, i.e. p < 1 / n_boot."""
+    if p is None:
+        return "-"
+    return f"<{1 / n_boot:.2g}" if p == 0 else f"{p:.3f}"
+
+
 def metrics_table(result: dict) -> str:
     """One row per metric: value and 95% CI, grouped by protocol / generation."""
     from tabulate import tabulate

@@ -190,3 +190,12 @@ def test_compare_records_needs_shared_samples():
     b = [_record("other", "d1", [(1, "liked", 1)])]
     with pytest.raises(ValueError):
         compare_records(a, b, all_metrics(), ["standard"], n_boot=10)
+
+
+def test_p_value_display_names_the_resolution():
+    from crsbench.tables import fmt_p
+
+    assert fmt_p(0.0, 1000) == "<0.001"  # no replicate crossed zero
+    assert fmt_p(0.0, 200) == "<0.005"
+    assert fmt_p(0.0464, 1000) == "0.046"
+    assert fmt_p(None) == "-"

@@ -245,3 +245,75 @@ def test_real_minilm_encoder_learns_sentiment(tmp_path, monkeypatch):
     check_critic(report, min_spearman=0.8)
     loaded = Critic.load(tmp_path / "critic", encoder=encoder)
     assert loaded.score([["hi"]], ["What a wonderful film."])[0] > loaded.score([["hi"]], ["What an awful film."])[0]
+
+
+# -- the ridge head and the surface features -----------------------------------------------
+RIDGE = {**FAST, "head": "ridge"}
+
+
+def test_ridge_head_learns_and_chooses_its_penalty_by_cross_validation(tmp_path):
+    pairs, scores = make_pairs()
+    report = train_critic(pairs, scores, RIDGE, tmp_path / "ridge", seed=0, encoder=HashBagEncoder())
+    assert (report["head"], report["n_train"], report["n_val"], report["n_heldout"]) == ("ridge", 200, 0, 50)
+    for metric in METRICS:
+        assert report["heads"][metric]["spearman"] > 0.8 and report["heads"][metric]["r2"] > 0.5, report["heads"]
+        cv = report["ridge"][metric]["cv_mse"]
+        assert report["ridge"][metric]["alpha"] == min(cv, key=cv.get)
+        assert len(cv) == len(DEFAULTS["ridge_alphas"])
+    check_critic(report, min_spearman=0.8, per_head=True)
+    loaded = Critic.load(tmp_path / "ridge", encoder=HashBagEncoder())
+    assert loaded.head == "ridge"
+    contexts, responses = [p[0] for p in pairs[:30]], [p[1] for p in pairs[:30]]
+    np.testing.assert_array_equal(loaded.score(contexts, responses), report.critic.score(contexts, responses))
+    assert np.all((loaded.score(contexts, responses) >= 0) & (loaded.score(contexts, responses) <= 1))
+
+
+def test_ridge_on_noise_fails_the_gate():
+    pairs, _ = make_pairs()
+    scores = np.random.default_rng(2).uniform(0, 9, size=(len(pairs), len(METRICS)))
+    report = train_critic(pairs, scores, {**RIDGE, "heldout": 0.4}, None, seed=0, encoder=HashBagEncoder())
+    assert abs(report["combined"]["spearman"]) < 0.3
+    with pytest.raises(DegenerateRunError, match="critic failed its validation gate"):
+        check_critic(report, min_spearman=0.3)
+
+
+class BlindEncoder:
+    """Sees nothing: every text embeds to the same vector."""
+
+    name = "blind"
+
+    def encode(self, texts, batch_size=64):
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+
+def test_surface_features_carry_what_the_encoder_cannot_see(tmp_path):
+    pairs, scores = make_pairs()  # wordiness = number of words: a surface property
+    blind = train_critic(pairs, scores, RIDGE, None, seed=0, encoder=BlindEncoder())
+    assert blind["combined"]["spearman"] is None  # constant predictions
+    seeing = train_critic(pairs, scores, {**RIDGE, "surface_features": True}, tmp_path / "c", seed=0,
+                          encoder=BlindEncoder())
+    assert seeing["heads"]["wordiness"]["spearman"] > 0.9
+    loaded = Critic.load(tmp_path / "c", encoder=BlindEncoder())
+    assert loaded.surface
+    short, long = loaded.predict([["hi"], ["hi"]], ["good movie", "a good movie with a long plot and fun"])["wordiness"]
+    assert long > short
+
+
+def test_surface_features_values():
+    from crsbench_plugins.ecr_rl.critic import SURFACE_FEATURES, surface_features
+
+    values = dict(zip(SURFACE_FEATURES, surface_features("You will love Heat (1995)! Love it.")))
+    assert values["log_words"] == pytest.approx(np.log1p(7))
+    assert values["type_token_ratio"] == pytest.approx(6 / 7)  # "love" twice, case-folded
+    assert values["top_token_share"] == pytest.approx(2 / 7)
+    assert values["log_sentences"] == pytest.approx(np.log1p(2))
+    assert (values["ends_with_punct"], values["has_year"], values["has_exclamation"], values["has_question"]) == \
+        (1.0, 1.0, 1.0, 0.0)
+    empty = dict(zip(SURFACE_FEATURES, surface_features("")))
+    assert empty["log_words"] == 0 and empty["type_token_ratio"] == 0 and empty["ends_with_punct"] == 0
+
+
+def test_unknown_head_is_a_user_error():
+    pairs, scores = make_pairs(20)
+    with pytest.raises(UserError, match="head must be one of mlp, ridge"):
+        train_critic(pairs, scores, {**FAST, "head": "forest"}, None, seed=0, encoder=HashBagEncoder())

@@ -345,6 +345,20 @@ def test_local_judge_scores_in_range_and_deterministic(tiny_models):
     assert judge.stats()["scored"] == 8 and 0 < judge.stats()["mean_digit_mass"] <= 1
 
 
+def test_threads_option_holds_only_while_the_judge_works(tiny_models, monkeypatch):
+    import torch
+
+    seen = []
+    judge = local_judge(tiny_models[("gpt2", False)], threads=2)
+    real_score = type(judge)._score
+    monkeypatch.setattr(type(judge), "_score", lambda self, items: seen.append(torch.get_num_threads())
+                        or real_score(self, items))
+    assert torch.get_num_threads() == 1  # the fixture's setting
+    assert all(r.ok for r in judge.score(ITEMS[:2]))
+    assert seen == [2]  # scored with the option's threads
+    assert torch.get_num_threads() == 1  # and the process got its own setting back
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 @pytest.mark.parametrize("chat", [False, True], ids=["plain", "chat"])
 def test_shared_prefix_cache_equals_the_full_computation(tiny_models, arch, chat):

@@ -194,3 +194,32 @@ def test_shared_cache_follows_the_texts():
     a = metric("bleu-1").compute(units([HYP_A], [REF_A]))
     b = metric("bleu-1").compute(units([HYP_A], [HYP_A]))
     assert a == pytest.approx(BP_A) and b == pytest.approx(1.0)
+
+
+# -- the bootstrap interval of a set statistic -----------------------------------------------
+def test_distinct_bootstrap_is_bias_corrected():
+    """Resampling with replacement repeats responses, which adds no distinct n-grams: the raw
+    replicates of dist-2 sit below the point estimate; the harness recentres them."""
+    from crsbench.bootstrap import draw_dialog_counts, percentile_ci, replicate_scores
+
+    rng = np.random.default_rng(0)
+    vocab = [f"w{k}" for k in range(400)]
+    hyps = [" ".join(rng.choice(vocab, size=12)) for _ in range(300)]
+    u = units(hyps)
+    d2 = metric("dist-2")
+    point = d2.compute(u)
+    counts = draw_dialog_counts(len(hyps), 300, seed=0)
+
+    class Uncorrected(type(d2)):
+        bootstrap_bias_correction = False
+
+    raw = replicate_scores(Uncorrected(2), d2.prepare(u), u.dialog, counts)
+    assert percentile_ci(raw)[1] < point  # the plain interval excludes the point estimate
+    fixed = replicate_scores(d2, d2.prepare(u), u.dialog, counts)
+    assert fixed.mean() == pytest.approx(point)
+    lo, hi = percentile_ci(fixed)
+    assert lo < point < hi
+    np.testing.assert_allclose(fixed - raw, point - raw.mean())  # a shift, spread unchanged
+    # a mean metric is not touched
+    ml = metric("mean_length")
+    assert ml.bootstrap_bias_correction is False

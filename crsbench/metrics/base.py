@@ -44,6 +44,11 @@ class Metric:
     kind: ClassVar[str] = RECOMMENDATION
     description: ClassVar[str] = ""
     higher_is_better: ClassVar[bool] = True
+    # A statistic of the *set* of units (e.g. distinct n-grams) is biased under resampling
+    # with replacement: a drawn-twice response adds no new n-grams. For such metrics the
+    # harness shifts the bootstrap replicates by (point estimate - their mean) before
+    # taking percentiles (a bias-corrected percentile interval).
+    bootstrap_bias_correction: ClassVar[bool] = False
 
     def prepare(self, units: Units) -> Any:
         """Per-unit precomputation, done once."""

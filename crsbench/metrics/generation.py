@@ -174,6 +174,7 @@ def _ngram_incidence(hyps: list[str], n: int):
 
 class _Distinct(Metric):
     kind = GENERATION
+    bootstrap_bias_correction = True  # duplicated responses in a replicate add no distinct n-grams
 
     def __init__(self, n: int):
         self.n = n

@@ -1,10 +1,14 @@
 """A cheap learned stand-in for the LLM judge, used as an RL reward.
 
 ``Critic``: a frozen sentence encoder embeds the context tail (the last ``context_turns``
-turns, joined by newlines) and the response; the features ``[c, r, c * r]`` are
-standardised with the training mean/std and fed to one small MLP head per judge metric
-(Linear -> ReLU -> Dropout -> Linear -> sigmoid), regressing the judge score scaled to [0, 1]
-(``(score - score_min) / (score_max - score_min)``, judge scores are 0-9).
+turns, joined by newlines) and the response; the features ``[c, r, c * r]`` (plus, with
+``surface_features``, a few countable properties of the response: length, repetition,
+punctuation) are standardised with the training mean/std and fed to one head per judge
+metric, regressing the judge score scaled to [0, 1] (``(score - score_min) / (score_max -
+score_min)``, judge scores are 0-9). Heads: ``mlp`` (Linear -> ReLU -> Dropout -> Linear ->
+sigmoid, trained with early stopping) or ``ridge`` (one linear map fitted in closed form, its
+penalty chosen by k-fold cross-validation inside the training part, output clipped to
+[0, 1]). With a few hundred judged pairs the ridge head is the data-efficient choice.
 
 ``train_critic`` splits the scored pairs with a seeded permutation into training (with a
 slice kept for early stopping) and a held-out part (default 20%) that only the report sees,
@@ -55,7 +59,14 @@ DEFAULTS: dict[str, Any] = {
     "encode_batch_size": 64,
     "cache_embeddings": True,  # training texts through the ECR EmbeddingCache (encoders with a cache_id)
     "min_pairs": 10,
+    "head": "mlp",            # mlp | ridge
+    "surface_features": False,  # append response length/repetition/punctuation features
+    "ridge_alphas": [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0],
+    "ridge_folds": 5,
 }
+HEADS = ("mlp", "ridge")
+SURFACE_FEATURES = ("log_words", "log_chars", "type_token_ratio", "top_token_share", "log_sentences",
+                    "alpha_share", "ends_with_punct", "has_year", "has_exclamation", "has_question")
 MIN_TARGET_STD = 1e-3  # in [0, 1] units: 0.009 judge points
 
 
@@ -106,6 +117,21 @@ def context_tail(context: str | Sequence[str] | None, turns: int) -> str:
     if isinstance(context, str):
         return context
     return "\n".join(str(t) for t in list(context)[-turns:]) if turns > 0 else ""
+
+
+def surface_features(response: str) -> list[float]:
+    """Countable properties of a reply (see SURFACE_FEATURES); a small judge leans on them."""
+    import re
+
+    words = response.split()
+    n = len(words)
+    lowered = [w.lower() for w in words]
+    top = max((lowered.count(w) for w in set(lowered)), default=0)
+    return [math.log1p(n), math.log1p(len(response)), len(set(lowered)) / n if n else 0.0, top / n if n else 0.0,
+            math.log1p(len(re.findall(r"[.!?]+", response))),
+            sum(w.isalpha() for w in words) / n if n else 0.0,
+            float(response.rstrip().endswith((".", "!", "?"))), float(bool(re.search(r"\((19|20)\d\d\)", response))),
+            float("!" in response), float("?" in response)]
 
 
 def _split_pairs(pairs) -> tuple[list, list[str]]:
@@ -175,7 +201,8 @@ class Critic:
 
     def __init__(self, metrics: Sequence[str], embed_dim: int, *, hidden: int = 64, dropout: float = 0.1,
                  context_turns: int = 2, score_min: float = 0.0, score_max: float = 9.0, encoder=None,
-                 encoder_name: str | None = None, cache_embeddings: bool = False):
+                 encoder_name: str | None = None, cache_embeddings: bool = False, head: str = "mlp",
+                 surface: bool = False):
         import torch
 
         if not metrics:
@@ -192,11 +219,17 @@ class Critic:
         self.encoder_name = encoder_name or (encoder_id(encoder) if encoder is not None else None)
         self.cache_embeddings = cache_embeddings
         self.report: dict | None = None
-        feature_dim = 3 * self.embed_dim
-        self.heads = torch.nn.ModuleDict({
-            m: torch.nn.Sequential(torch.nn.Linear(feature_dim, self.hidden), torch.nn.ReLU(),
-                                   torch.nn.Dropout(self.dropout), torch.nn.Linear(self.hidden, 1))
-            for m in self.metrics})
+        if head not in HEADS:
+            raise UserError(f"critic head must be one of {', '.join(HEADS)}, got {head!r}")
+        self.head, self.surface = head, bool(surface)
+        feature_dim = 3 * self.embed_dim + (len(SURFACE_FEATURES) if self.surface else 0)
+        if head == "ridge":
+            self.heads = torch.nn.ModuleDict({m: torch.nn.Linear(feature_dim, 1) for m in self.metrics})
+        else:
+            self.heads = torch.nn.ModuleDict({
+                m: torch.nn.Sequential(torch.nn.Linear(feature_dim, self.hidden), torch.nn.ReLU(),
+                                       torch.nn.Dropout(self.dropout), torch.nn.Linear(self.hidden, 1))
+                for m in self.metrics})
         self.feat_mean = torch.zeros(feature_dim)
         self.feat_std = torch.ones(feature_dim)
         self.heads.eval()
@@ -211,13 +244,14 @@ class Critic:
         return self._encoder
 
     def embed_pairs(self, contexts: Sequence, responses: Sequence[str], batch_size: int = 64):
-        """Raw features [N, 3 * D] = [context, response, context * response] (not standardised)."""
+        """Raw features [N, 3 * D (+ surface)] = [context, response, context * response, surface]
+        (not standardised)."""
         import torch
 
         tails = [context_tail(c, self.context_turns) for c in contexts]
         unique = list(dict.fromkeys(tails + list(responses)))
         if not unique:
-            return torch.zeros(0, 3 * self.embed_dim)
+            return torch.zeros(0, 3 * self.embed_dim + (len(SURFACE_FEATURES) if self.surface else 0))
         emb = encode_texts(self.encoder, unique, batch_size=batch_size, cache=self.cache_embeddings)
         if emb.shape[1] != self.embed_dim:
             raise UserError(f"critic expects {self.embed_dim}-dim embeddings (encoder {self.encoder_name!r}) "
@@ -225,7 +259,7 @@ class Critic:
         index = {t: i for i, t in enumerate(unique)}
         c = emb[[index[t] for t in tails]]
         r = emb[[index[t] for t in responses]]
-        return torch.cat([c, r, c * r], dim=1)
+        return _features(c, r, responses, self.surface)
 
     # -- prediction ----------------------------------------------------------------------
     def _forward(self, features):
@@ -233,6 +267,8 @@ class Critic:
         import torch
 
         x = (features - self.feat_mean) / self.feat_std
+        if self.head == "ridge":
+            return torch.cat([self.heads[m](x).clamp(0.0, 1.0) for m in self.metrics], dim=1)
         return torch.cat([torch.sigmoid(self.heads[m](x)) for m in self.metrics], dim=1)
 
     def predict_features(self, features) -> np.ndarray:
@@ -278,7 +314,7 @@ class Critic:
         return {"format": FORMAT, "version": FORMAT_VERSION, "metrics": self.metrics, "embed_dim": self.embed_dim,
                 "hidden": self.hidden, "dropout": self.dropout, "context_turns": self.context_turns,
                 "score_min": self.score_min, "score_max": self.score_max, "encoder": self.encoder_name,
-                "report": self.report}
+                "head": self.head, "surface_features": self.surface, "report": self.report}
 
     def save(self, out_dir: str | os.PathLike) -> Path:
         from safetensors.torch import save_file
@@ -312,7 +348,8 @@ class Critic:
         critic = cls(config["metrics"], config["embed_dim"], hidden=config["hidden"],
                      dropout=config.get("dropout", 0.0), context_turns=config["context_turns"],
                      score_min=config["score_min"], score_max=config["score_max"], encoder=encoder,
-                     encoder_name=config.get("encoder"))
+                     encoder_name=config.get("encoder"), head=config.get("head", "mlp"),
+                     surface=config.get("surface_features", False))
         tensors = load_file(str(weights_path))
         critic.heads.load_state_dict({k[len("heads."):]: v for k, v in tensors.items() if k.startswith("heads.")})
         critic.feat_mean, critic.feat_std = tensors["feat_mean"], tensors["feat_std"]
@@ -340,7 +377,43 @@ def _resolve_cfg(cfg: Mapping[str, Any] | None) -> dict:
         raise UserError(f"critic config: heldout must be in (0, 1), got {out['heldout']}")
     if not 0 <= out["val"] < 1:
         raise UserError(f"critic config: val must be in [0, 1), got {out['val']}")
+    if out["head"] not in HEADS:
+        raise UserError(f"critic config: head must be one of {', '.join(HEADS)}, got {out['head']!r}")
     return out
+
+
+def _features(c, r, responses, surface: bool):
+    import torch
+
+    parts = [c, r, c * r]
+    if surface:
+        parts.append(torch.tensor([surface_features(t) for t in responses], dtype=torch.float32).reshape(len(responses), -1))
+    return torch.cat(parts, dim=1)
+
+
+def _ridge_solve(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """Weights and intercept of ridge regression (dual form: cheap when rows < columns)."""
+    mean = float(y.mean())
+    gram = x @ x.T
+    dual = np.linalg.solve(gram + alpha * np.eye(len(x)), y - mean)
+    return x.T @ dual, mean
+
+
+def _fit_ridge(x: np.ndarray, y: np.ndarray, alphas, folds: int, seed: int) -> tuple[np.ndarray, float, float, dict]:
+    """Ridge on standardised features; the penalty with the lowest k-fold MSE (training rows only)."""
+    order = np.random.default_rng([seed, 7]).permutation(len(x))
+    parts = np.array_split(order, max(2, min(folds, len(x))))
+    cv = {}
+    for alpha in alphas:
+        errors = []
+        for part in parts:
+            fit = np.setdiff1d(order, part)
+            w, b = _ridge_solve(x[fit], y[fit], alpha)
+            errors.append(np.mean((np.clip(x[part] @ w + b, 0, 1) - y[part]) ** 2))
+        cv[float(alpha)] = float(np.mean(errors))
+    best = min(cv, key=cv.get)
+    w, b = _ridge_solve(x, y, best)
+    return w, b, best, cv
 
 
 def train_critic(pairs: Sequence, scores, cfg: Mapping[str, Any] | None, out_dir: str | os.PathLike | None,
@@ -379,13 +452,16 @@ def train_critic(pairs: Sequence, scores, cfg: Mapping[str, Any] | None, out_dir
     index = {t: i for i, t in enumerate(unique)}
     c = emb[[index[t] for t in tails]]
     r = emb[[index[t] for t in responses]]
-    features_all = torch.cat([c, r, c * r], dim=1)
+    features_all = _features(c, r, responses, cfg["surface_features"])
+    if cfg["head"] == "ridge":  # closed form, penalty by cross-validation: no early-stopping slice needed
+        train, val, n_val = rest, rest[:0], 0
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         critic = Critic(metrics, emb.shape[1], hidden=cfg["hidden"], dropout=cfg["dropout"],
                         context_turns=cfg["context_turns"], score_min=cfg["score_min"],
-                        score_max=cfg["score_max"], encoder=enc)
+                        score_max=cfg["score_max"], encoder=enc, head=cfg["head"],
+                        surface=cfg["surface_features"])
         train_idx = torch.as_tensor(train)
         critic.feat_mean = features_all[train_idx].mean(0)
         std = features_all[train_idx].std(0, unbiased=False)
@@ -404,7 +480,18 @@ def train_critic(pairs: Sequence, scores, cfg: Mapping[str, Any] | None, out_dir
 
         best = (math.inf, None, 0)
         epochs_run = 0
-        for epoch in range(cfg["epochs"]):
+        ridge = {}
+        if cfg["head"] == "ridge":
+            x = ((features_all[train_idx] - critic.feat_mean) / critic.feat_std).double().numpy()
+            for k, m in enumerate(metrics):
+                rows = ~np.isnan(targets[train, k])
+                w, b, alpha, cv = _fit_ridge(x[rows], targets[train, k][rows], cfg["ridge_alphas"],
+                                             cfg["ridge_folds"], seed)
+                with torch.no_grad():
+                    critic.heads[m].weight.copy_(torch.as_tensor(w, dtype=torch.float32)[None])
+                    critic.heads[m].bias.fill_(b)
+                ridge[m] = {"alpha": alpha, "cv_mse": cv}
+        for epoch in range(cfg["epochs"] if cfg["head"] == "mlp" else 0):
             critic.heads.train()
             order = train_idx[torch.randperm(len(train_idx), generator=gen)]
             for start in range(0, len(order), cfg["batch_size"]):
@@ -444,7 +531,9 @@ def train_critic(pairs: Sequence, scores, cfg: Mapping[str, Any] | None, out_dir
                 "train_target_std": float(train_full.mean(1).std()) if len(train_full) else 0.0}
     report = {"seed": int(seed), "metrics": metrics, "n_pairs": n, "n_train": len(train), "n_val": n_val,
               "n_heldout": n_held, "epochs_run": epochs_run, "best_epoch": best[2] or epochs_run,
-              "encoder": critic.encoder_name, "embed_dim": critic.embed_dim, "heads": heads, "combined": combined,
+              "encoder": critic.encoder_name, "embed_dim": critic.embed_dim, "head": cfg["head"],
+              "surface_features": bool(cfg["surface_features"]), "ridge": ridge or None,
+              "heads": heads, "combined": combined,
               "config": {k: v for k, v in cfg.items() if k != "metrics"}}
     critic.report = report
     if out_dir is not None:

@@ -137,6 +137,11 @@ def train_rl(state, cfg: dict, data, context) -> dict:
                                                               for k in ok if kinds[k] == kind] or [np.nan]))
                                          for kind in ("ground_truth", "ecr_sample")})
     timings["judge_data"] = time.perf_counter() - t0
+    # the critic's training data, kept for inspection and re-analysis
+    with open(out_dir / "critic_data.jsonl", "w", encoding="utf-8") as fh:
+        for k, ((ctx, resp), kind, sc) in enumerate(zip(pairs, kinds, scores)):
+            fh.write(json.dumps({"context": ctx, "response": resp, "kind": kind,
+                                 "scores": sc.scores if sc.ok else None}) + "\n")
 
     # 2. critic, validated on held-out pairs before it may drive training
     t0 = time.perf_counter()

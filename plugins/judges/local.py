@@ -87,8 +87,9 @@ class LocalJudge(Judge):
     ``max_context_turns`` (6), ``max_turn_chars`` (600), ``chat_template`` (``auto``: use the
     tokenizer's template if it has one; true/false), ``share_prefix`` (true),
     ``max_length`` (tokens per prompt; default: the model's limit), ``local_files_only``
-    (false), ``trust_remote_code`` (false), ``threads`` (torch CPU threads, set for the
-    whole process when the model loads; default: leave torch's setting)."""
+    (false), ``trust_remote_code`` (false), ``threads`` (torch CPU threads while the judge
+    loads and scores, restored afterwards so training elsewhere in the process keeps its
+    threads; default: leave torch's setting)."""
 
     name = "local"
     description = "A local transformers causal LM; score = expected digit after 'Score (0-9):' (option model)."
@@ -139,11 +140,31 @@ class LocalJudge(Judge):
         """Load (once per process and configuration) the model and tokenizer."""
         if self._model is not None:
             return self._model, self._tokenizer
+        with self._threads():
+            return self._load()
+
+    def _threads(self):
+        """Torch's CPU thread count set to the ``threads`` option for the duration, then restored."""
+        import contextlib
+
+        import torch
+
+        @contextlib.contextmanager
+        def scope():
+            before = torch.get_num_threads()
+            if self.options.get("threads"):
+                torch.set_num_threads(int(self.options["threads"]))
+            try:
+                yield
+            finally:
+                torch.set_num_threads(before)
+
+        return scope()
+
+    def _load(self):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if self.options.get("threads"):
-            torch.set_num_threads(int(self.options["threads"]))
         device = resolve_device(self.device_option)
         dtype_name = self.dtype_option
         if dtype_name == "auto":
@@ -246,6 +267,10 @@ class LocalJudge(Judge):
 
     # -- scoring ---------------------------------------------------------------------------
     def score(self, items: list[JudgeInput]) -> list[JudgeScore]:
+        with self._threads():
+            return self._score(items)
+
+    def _score(self, items: list[JudgeInput]) -> list[JudgeScore]:
         import torch
 
         items = list(items)
