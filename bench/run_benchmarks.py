@@ -46,6 +46,7 @@ def bench_one(model: str, task: str, extra: list[str], cold: bool = False, keep:
             "peak_rss_mb": result["peak_memory_mb"],  # measured by the run itself
             "recall@10": result["metrics"]["standard/recall@10"]["value"],
             "stage_seconds": (result.get("extra") or {}).get("stage_seconds"),
+            "stage_peak_rss_mb": (result.get("extra") or {}).get("stage_peak_rss_mb"),
             "rl_seconds": ((result.get("extra") or {}).get("rl") or {}).get("seconds"),
             "cold_cache": cold, "load_average_after": os.getloadavg()}
 

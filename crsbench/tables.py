@@ -3,7 +3,9 @@ from __future__ import annotations
 
 
 def fmt(value, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "-"
+    return f"{0.0 if round(value, digits) == 0 else value:.{digits}f}"  # no "-0.0000"
 
 
 def fmt_p(p, n_boot: int = 1000) -> str:

@@ -199,3 +199,10 @@ def test_p_value_display_names_the_resolution():
     assert fmt_p(0.0, 200) == "<0.005"
     assert fmt_p(0.0464, 1000) == "0.046"
     assert fmt_p(None) == "-"
+
+
+def test_fmt_prints_no_negative_zero():
+    from crsbench.tables import fmt
+
+    assert fmt(-1e-9) == "0.0000" and fmt(-0.00005, 3) == "0.000"
+    assert fmt(-0.0123) == "-0.0123" and fmt(None) == "-"

@@ -40,6 +40,12 @@ def test_ecr_smoke_run_trains_every_stage(ecr_run):
         assert (ecr_run / "checkpoints" / sub / "loss.png").stat().st_size > 1000
     assert result["extra"]["switches"] == {"local_emotion": True, "global_entities": True,
                                            "feedback_weighting": True}
+    # the process's peak memory at the end of each timed stage (a value covers earlier stages too)
+    peaks = result["extra"]["stage_peak_rss_mb"]
+    assert {"emotion_labels", "stage1_fusion", "templates", "stage2_recommendation", "stage3_responses"} <= \
+        set(peaks) <= set(result["extra"]["stage_seconds"])
+    assert all(50 < v <= result["peak_memory_mb"] + 1 for v in peaks.values()), peaks
+    assert peaks["stage3_responses"] >= peaks["stage1_fusion"]  # stage 3 ends after stage 1
     for key in ("standard/recall@10", "dedup/recall@10", "standard/rt@10", "standard/auc",
                 "generation/bleu-2", "generation/dist-2", "generation/distinct_ratio-2", "generation/rouge-l",
                 "generation/item_ratio"):

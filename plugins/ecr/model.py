@@ -53,7 +53,7 @@ class ECRModel(Model):
 
     def result_extra(self) -> dict:
         return {"stages": self.state.summaries, "stage_seconds": {k: round(v, 2) for k, v in self.state.timings.items()},
-                "switches": self.switches}
+                "stage_peak_rss_mb": dict(self.state.peak_rss_mb), "switches": self.switches}
 
 
 class UniCRSModel(ECRModel):

@@ -39,6 +39,7 @@ class ECRState:
     progress: bool = True
     summaries: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    peak_rss_mb: dict = field(default_factory=dict)  # stage -> process peak RSS at its end (monotonic)
     templates: dict = field(default_factory=dict)   # sample_id -> generated template
     rankings: dict = field(default_factory=dict)    # sample_id -> top item ids
 
@@ -74,6 +75,14 @@ class _Timer:
 
     def __exit__(self, *exc):
         self.state.timings[self.name] = self.state.timings.get(self.name, 0.0) + time.perf_counter() - self.t0
+        self.state.peak_rss_mb[self.name] = peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far (MB); a stage's value includes earlier stages."""
+    from crsbench.results import peak_memory_mb
+
+    return peak_memory_mb()
 
 
 # -- inputs ------------------------------------------------------------------------------------
