@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crsbench.results import peak_memory_mb
 from crsbench_plugins.ecr import features as feat
 from crsbench_plugins.ecr.recommender import FusionRecommender, relation_edges, stage1_loss, stage2_loss
 from crsbench_plugins.ecr.train_stage import train_stage
@@ -75,14 +76,8 @@ class _Timer:
 
     def __exit__(self, *exc):
         self.state.timings[self.name] = self.state.timings.get(self.name, 0.0) + time.perf_counter() - self.t0
-        self.state.peak_rss_mb[self.name] = peak_rss_mb()
-
-
-def peak_rss_mb() -> float:
-    """The process's peak resident memory so far (MB); a stage's value includes earlier stages."""
-    from crsbench.results import peak_memory_mb
-
-    return peak_memory_mb()
+        # the process's peak so far: a stage's value covers the stages before it too
+        self.state.peak_rss_mb[self.name] = peak_memory_mb()
 
 
 # -- inputs ------------------------------------------------------------------------------------
