@@ -10,8 +10,8 @@ sigmoid, trained with early stopping) or ``ridge`` (one linear map fitted in clo
 penalty chosen by k-fold cross-validation inside the training part, output clipped to
 [0, 1]). With a few hundred judged pairs the ridge head is the data-efficient choice.
 
-``train_critic`` splits the scored pairs with a seeded permutation into training (with a
-slice kept for early stopping) and a held-out part (default 20%) that only the report sees,
+``train_critic`` splits the scored pairs with a seeded permutation into training (the MLP
+head keeps a slice of it for early stopping) and a held-out part (default 20%) that only the report sees,
 and reports held-out Spearman (scipy) and R^2 per head and for the mean of the heads.
 ``check_critic`` is the validation gate: it raises ``DegenerateRunError`` when the critic
 would be a meaningless reward (held-out Spearman too low, or flat training targets).
@@ -222,7 +222,7 @@ class Critic:
         if head not in HEADS:
             raise UserError(f"critic head must be one of {', '.join(HEADS)}, got {head!r}")
         self.head, self.surface = head, bool(surface)
-        feature_dim = 3 * self.embed_dim + (len(SURFACE_FEATURES) if self.surface else 0)
+        feature_dim = self.feature_dim
         if head == "ridge":
             self.heads = torch.nn.ModuleDict({m: torch.nn.Linear(feature_dim, 1) for m in self.metrics})
         else:
@@ -233,6 +233,10 @@ class Critic:
         self.feat_mean = torch.zeros(feature_dim)
         self.feat_std = torch.ones(feature_dim)
         self.heads.eval()
+
+    @property
+    def feature_dim(self) -> int:
+        return 3 * self.embed_dim + (len(SURFACE_FEATURES) if self.surface else 0)
 
     # -- encoding ------------------------------------------------------------------------
     @property
@@ -251,7 +255,7 @@ class Critic:
         tails = [context_tail(c, self.context_turns) for c in contexts]
         unique = list(dict.fromkeys(tails + list(responses)))
         if not unique:
-            return torch.zeros(0, 3 * self.embed_dim + (len(SURFACE_FEATURES) if self.surface else 0))
+            return torch.zeros(0, self.feature_dim)
         emb = encode_texts(self.encoder, unique, batch_size=batch_size, cache=self.cache_embeddings)
         if emb.shape[1] != self.embed_dim:
             raise UserError(f"critic expects {self.embed_dim}-dim embeddings (encoder {self.encoder_name!r}) "
