@@ -215,31 +215,41 @@ def test_cache_does_not_store_failures_or_partial_scores(tmp_path):
 def test_cache_concurrent_readers_and_a_writer(tmp_path):
     path = tmp_path / "judges.sqlite"
     JudgeCache(path).put_many("m", "r", [("seed", "informativeness", 1.0)])
-    errors, reads = [], []
+    errors, reads = [], {}
     stop = threading.Event()
+    start = threading.Barrier(4)  # three readers and the writer begin together
+    wanted = ["seed"] + [f"d{i}" for i in range(200)]
 
-    def reader():
+    def reader(k):
         cache = JudgeCache(path)  # its own connection, as another process would have
+        seen = reads.setdefault(k, [])
         try:
-            while not stop.is_set():
-                found = cache.get_many("m", "r", ["seed"] + [f"d{i}" for i in range(200)], ["informativeness"])
-                reads.append(len(found))
+            start.wait(timeout=30)
+            while True:  # at least one read, and one more that starts after the last commit
+                finished = stop.is_set()
+                seen.append(len(cache.get_many("m", "r", wanted, ["informativeness"])))
+                if finished:
+                    break
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:
             cache.close()
 
-    threads = [threading.Thread(target=reader) for _ in range(3)]
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(3)]
     for t in threads:
         t.start()
     writer = JudgeCache(path)
+    start.wait(timeout=30)
     for i in range(200):
         writer.put_many("m", "r", [(f"d{i}", "informativeness", float(i % 10))])
     stop.set()
     for t in threads:
         t.join(timeout=30)
     assert not errors, errors
-    assert reads and min(reads) >= 1 and max(reads) <= 201
+    assert sorted(reads) == [0, 1, 2]
+    for seen in reads.values():
+        assert seen[0] >= 1 and seen == sorted(seen)  # committed rows never disappear
+        assert seen[-1] == 201  # a read begun after the last commit sees every row
     assert len(writer.get_many("m", "r", [f"d{i}" for i in range(200)], ["informativeness"])) == 200
     assert input_digest(JudgeInput(["a"], "b")) != input_digest(JudgeInput(["a"], "b"), {"x": 1})
 
