@@ -129,14 +129,15 @@ def list_(what):
 
 @cli.command()
 def plugins():
-    """List loaded plugins with version, hooks and load errors."""
+    """List loaded plugins (in precedence order) with version, hooks, refusals and errors."""
     registry = get_registry()
-    registry.collected()  # registration errors are recorded on the plugins
-    for name in sorted(registry.plugins):
-        info = registry.plugins[name]
+    registry.collected()  # registration errors and refusals are recorded on the plugins
+    for name, info in registry.plugins.items():
         version = f"{info.distribution} {info.version}" if info.distribution else "-"
         click.echo(f"{name}  ({version})  module={info.module}")
         click.echo(f"  hooks: {', '.join(info.hooks) or '-'}")
+        for line in info.refused:
+            click.echo(f"  refused: {line}")
         if info.error:
             click.echo(f"  error: {info.error}")
 

@@ -513,4 +513,4 @@ def _resolve_judge(spec: Judge | dict | str) -> Judge:
     judges = get_registry().judges()
     if name not in judges:
         raise UserError(f"unknown judge {name!r} (known: {', '.join(sorted(judges)) or 'none'})")
-    return judges[name].obj(**options)
+    return get_registry().use("judges", name).obj(**options)

@@ -4,6 +4,12 @@ Plugins come from the ``crsbench`` entry-point group (first-party ones too). Set
 ``CRSBENCH_PLUGINS=name1,name2`` to load only those entry points (debugging, tests).
 A plugin that fails to import or to register is recorded with its error and skipped; it
 never breaks the CLI.
+
+Precedence is deterministic: crsbench's own entry points load first, then third-party
+ones sorted by distribution name and entry-point name, then plugins registered at run time
+(tests). When two plugins register the same name, the first in that order keeps it; every
+later registration of the name is refused and recorded against the plugin that attempted
+it (``PluginInfo.refused``), and that plugin's other registrations go ahead.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from crsbench import hookspecs
 
 ENTRY_POINT_GROUP = "crsbench"
 PLUGINS_ENV = "CRSBENCH_PLUGINS"
+FIRST_PARTY_DISTRIBUTION = "crsbench"
 REGISTRIES = ("models", "tasks", "metrics", "rewards", "judges")
 
 
@@ -30,6 +37,16 @@ class PluginInfo:
     version: str | None = None
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
+    refused: list[str] = field(default_factory=list)  # registrations refused (name already taken)
+
+    @property
+    def first_party(self) -> bool:
+        return self.distribution == FIRST_PARTY_DISTRIBUTION
+
+    def provenance(self) -> dict[str, Any]:
+        """What a result file records about the plugin: enough to say what to install."""
+        return {"entry_point": self.name, "module": self.module, "distribution": self.distribution,
+                "version": self.version}
 
 
 @dataclass
@@ -41,24 +58,43 @@ class Entry:
     plugin: str
 
 
+def _load_order(entry_points) -> list:
+    """First-party entry points first, then third-party by (distribution, entry-point name)."""
+    def key(ep):
+        dist = getattr(ep, "dist", None)
+        dist_name = dist.name if dist else ""
+        return (dist_name != FIRST_PARTY_DISTRIBUTION, dist_name.lower(), ep.name, ep.value)
+    return sorted(entry_points, key=key)
+
+
 class PluginRegistry:
     """Holds the plugin manager and everything the plugins registered."""
 
     def __init__(self):
         self.pm = pluggy.PluginManager("crsbench")
         self.pm.add_hookspecs(hookspecs)
-        self.plugins: dict[str, PluginInfo] = {}
+        self.plugins: dict[str, PluginInfo] = {}  # in precedence order
         self._collected: dict[str, dict[str, Entry]] | None = None
+        self.used: dict[str, set[str]] = {}  # kind -> names looked up with use(), for provenance
 
     # -- loading -------------------------------------------------------------------
     def load_entry_points(self) -> None:
         wanted = os.environ.get(PLUGINS_ENV)
         allowed = {n.strip() for n in wanted.split(",") if n.strip()} if wanted is not None else None
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in self.plugins or (allowed is not None and ep.name not in allowed):
+        for ep in _load_order(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)):
+            if allowed is not None and ep.name not in allowed:
                 continue
             dist = getattr(ep, "dist", None)
             info = PluginInfo(ep.name, ep.value, dist.name if dist else None, dist.version if dist else None)
+            if ep.name in self.plugins:
+                taken = self.plugins[ep.name]
+                if (taken.distribution, taken.module) != (info.distribution, info.module):
+                    # Same entry-point name from another package: never loaded, but reported.
+                    key = f"{ep.name} ({info.distribution})"
+                    info.error = (f"entry point name {ep.name!r} is already used by "
+                                  f"{taken.distribution or taken.module}; not loaded")
+                    self.plugins.setdefault(key, info)
+                continue
             self.plugins[ep.name] = info
             try:
                 module = ep.load()
@@ -67,8 +103,13 @@ class PluginRegistry:
                 info.error = f"{type(exc).__name__}: {exc}"
 
     def register_plugin(self, plugin: Any, name: str, info: PluginInfo | None = None) -> None:
-        """Register a plugin object or module (tests use this directly)."""
-        info = info or PluginInfo(name, getattr(plugin, "__name__", repr(plugin)))
+        """Register a plugin object or module (tests use this directly); it ranks after
+        every plugin registered before it."""
+        if info is None:
+            info = PluginInfo(name, getattr(plugin, "__name__", repr(plugin)))
+            dist = getattr(plugin, "__crsbench_distribution__", None)  # optional (name, version)
+            if dist:
+                info.distribution, info.version = dist
         self.plugins[name] = info
         self.pm.register(plugin, name=name)
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
@@ -82,36 +123,64 @@ class PluginRegistry:
         self._collected = None
 
     # -- collecting --------------------------------------------------------------
-    def _call_each(self, hook_name: str, store: dict[str, Entry], key) -> None:
-        """Call every implementation separately so one failing plugin is isolated."""
-        hook = getattr(self.pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # registration order
-            plugin_name = impl.plugin_name
+    def _record_error(self, plugin_name: str, message: str) -> None:
+        info = self.plugins.setdefault(plugin_name, PluginInfo(plugin_name, plugin_name))
+        info.error = message if not info.error else f"{info.error}; {message}"
 
-            def register(obj, _plugin=plugin_name):
+    def _call_each(self, hook_name: str, store: dict[str, Entry], key) -> None:
+        """Call every implementation separately, in precedence order, so one failing
+        plugin is isolated and the first registrant of a name keeps it."""
+        impls = {impl.plugin_name: impl for impl in getattr(self.pm.hook, hook_name).get_hookimpls()}
+        kind = hook_name.removeprefix("register_")
+        for plugin_name in [n for n in self.plugins if n in impls]:
+            info = self.plugins[plugin_name]
+
+            def register(obj, _plugin=plugin_name, _info=info):
                 name = key(obj)
                 if not name:
-                    raise ValueError(f"{obj!r} has no name")
+                    self._record_error(_plugin, f"{hook_name}: {obj!r} has no name; not registered")
+                    return
                 if name in store:
-                    raise ValueError(
-                        f"{hook_name}: {name!r} is already registered by plugin {store[name].plugin!r}")
+                    _info.refused.append(f"{kind[:-1]} {name!r}: already registered by plugin "
+                                         f"{store[name].plugin!r}")
+                    return
                 store[name] = Entry(name, obj, _plugin)
 
             try:
-                impl.function(register)
+                impls[plugin_name].function(register)
             except Exception as exc:
-                info = self.plugins.setdefault(plugin_name, PluginInfo(plugin_name, plugin_name))
-                info.error = f"{hook_name}: {type(exc).__name__}: {exc}"
+                self._record_error(plugin_name, f"{hook_name}: {type(exc).__name__}: {exc}")
                 if os.environ.get("CRSBENCH_DEBUG"):
                     traceback.print_exc()
 
     def collected(self) -> dict[str, dict[str, Entry]]:
         if self._collected is None:
+            for info in self.plugins.values():  # refusals are recomputed (commands are added once)
+                info.refused = [line for line in info.refused if line.startswith("command ")]
             out: dict[str, dict[str, Entry]] = {r: {} for r in REGISTRIES}
             for registry in REGISTRIES:
                 self._call_each(f"register_{registry}", out[registry], key=lambda o: getattr(o, "name", None))
             self._collected = out
         return self._collected
+
+    def refusals(self) -> list[str]:
+        """One line per refused registration, naming the plugin that attempted it."""
+        self.collected()
+        return [f"plugin {name!r} ({info.distribution or info.module}): {line}; refused"
+                for name, info in self.plugins.items() for line in info.refused]
+
+    def use(self, kind: str, name: str) -> Entry:
+        """The registered ``kind`` (e.g. "rewards") called ``name``, recorded as used by this
+        run so its plugin appears in the result's provenance. KeyError if unknown."""
+        entry = self.collected()[kind][name]
+        self.used.setdefault(kind, set()).add(name)
+        return entry
+
+    def provenance(self, plugin_name: str) -> dict[str, Any]:
+        info = self.plugins.get(plugin_name)
+        if info is None:
+            return {"entry_point": plugin_name, "module": None, "distribution": None, "version": None}
+        return info.provenance()
 
     def models(self) -> dict[str, Entry]:
         return self.collected()["models"]
@@ -133,11 +202,19 @@ class PluginRegistry:
         return {name: entry.obj for name, entry in self.metrics().items()}
 
     def add_commands(self, cli) -> None:
-        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
+        """Let plugins add CLI commands, in precedence order; a plugin cannot replace a
+        command that exists already (built-in or from an earlier plugin)."""
+        impls = {impl.plugin_name: impl for impl in self.pm.hook.register_commands.get_hookimpls()}
+        for plugin_name in [n for n in self.plugins if n in impls]:
+            before = dict(cli.commands)
             try:
-                impl.function(cli)
+                impls[plugin_name].function(cli)
             except Exception as exc:
-                self.plugins[impl.plugin_name].error = f"register_commands: {type(exc).__name__}: {exc}"
+                self._record_error(plugin_name, f"register_commands: {type(exc).__name__}: {exc}")
+            for name, command in before.items():
+                if cli.commands.get(name) is not command:
+                    cli.commands[name] = command
+                    self.plugins[plugin_name].refused.append(f"command {name!r}: already exists")
 
 
 _registry: PluginRegistry | None = None

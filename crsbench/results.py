@@ -2,6 +2,10 @@
 
 Schema history (bump SCHEMA_VERSION and add an upgrade step when a field changes meaning):
   1 - first version.
+  2 - ``plugins``: entry point, module, distribution and version of the model's, the task's
+      and every metric/reward/judge plugin the run used; ``model.distribution`` and
+      ``model.distribution_version``. Upgrading a version-1 file sets ``plugins`` to None
+      (its provenance is unknown, so ``crsbench leaderboard publish`` refuses it).
 Readers accept every earlier version by upgrading it step by step, so old result files in
 ``leaderboards/`` keep working.
 """
@@ -20,13 +24,22 @@ from typing import Any, Callable
 
 from crsbench.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RESULT_FILE = "result.json"
 TRACKED_LIBRARIES = ("crsbench", "torch", "transformers", "datasets", "numpy", "pluggy", "sacrebleu",
                      "rouge-score", "nltk", "accelerate", "trl", "torch-geometric")
 
+
+
+def _upgrade_1_to_2(result: dict) -> dict:
+    out = dict(result)
+    out["plugins"] = result.get("plugins")
+    out["schema_version"] = 2
+    return out
+
+
 # version -> function turning a result of that version into the next version
-_UPGRADES: dict[int, Callable[[dict], dict]] = {}
+_UPGRADES: dict[int, Callable[[dict], dict]] = {1: _upgrade_1_to_2}
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -111,11 +124,16 @@ def environment(device: str) -> dict[str, Any]:
 
 def build_result(*, task: dict, model: dict, seeds: dict, evaluation: dict, metrics: dict,
                  timings: dict, device: str, notes: list[str] | None = None,
-                 extra: dict | None = None, created: str | None = None) -> dict:
+                 extra: dict | None = None, created: str | None = None,
+                 plugins: dict | None = None) -> dict:
     """Assemble a result document.
 
     task:       {"name", "version", "protocols": [...], "data": {"variant", "sha256", "files"}}
-    model:      {"name", "version", "plugin", "profile", "config": {...}, "generates": bool}
+    model:      {"name", "version", "plugin", "distribution", "distribution_version", "profile",
+                 "config": {...}, "generates": bool}
+    plugins:    {"model": record, "task": record, "metrics": [record], "rewards": [record],
+                 "judges": [record]}, record = {"entry_point", "module", "distribution", "version",
+                 "names": [registered names used]} (crsbench.provenance.plugins_used)
     seeds:      {"run": int, "bootstrap": int}
     evaluation: {"split", "n_bootstrap", "ci_level", "resampling", "n_samples", "n_dialogs",
                  "n_targets": {protocol: n}, "n_responses", "limit"}
@@ -132,6 +150,7 @@ def build_result(*, task: dict, model: dict, seeds: dict, evaluation: dict, metr
         "created": created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "task": task,
         "model": model,
+        "plugins": plugins,
         "seeds": seeds,
         "evaluation": evaluation,
         "metrics": metrics,

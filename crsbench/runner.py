@@ -21,9 +21,10 @@ DEFAULT_BOOTSTRAP = 1000
 
 def lookup(kind: str, name: str):
     """A registered model/task/metric/reward by name, or a UserError that lists the known ones."""
-    entries = getattr(get_registry(), kind)()
+    registry = get_registry()
+    entries = getattr(registry, kind)()
     if name in entries:
-        return entries[name]
+        return registry.use(kind, name)  # recorded for the result's plugin provenance
     close = difflib.get_close_matches(name, entries, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     known = ", ".join(sorted(entries)) or "none"
@@ -65,6 +66,9 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     root = logging.getLogger("crsbench")
     root.setLevel(logging.INFO)
     root.addHandler(handler)
+    # Our console handler prints every line once; a library that configured the root logger
+    # (logging.basicConfig) would print it a second time as "INFO:crsbench:...".
+    root.propagate = False
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
                for h in root.handlers):
         console = logging.StreamHandler(sys.stderr)
@@ -96,9 +100,14 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
     from crsbench.model import RunContext
     from crsbench.seeding import seed_everything
 
+    from crsbench.provenance import plugins_used, require_metrics
+
     started = time.perf_counter()
+    registry = get_registry()
+    registry.used = {}  # this run's lookups only
     model_entry, task_entry = lookup("models", model_name), lookup("tasks", task_name)
     model_cls, task_cls = model_entry.obj, task_entry.obj
+    require_metrics(registry, model_cls.generates)
     if limit is not None and limit <= 0:
         raise UserError("--limit must be a positive number of test dialogues")
     device = resolve_device(device)
@@ -125,6 +134,8 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
     prepare_run_dir(run_dir, config, fresh)
     handler = _setup_logging(run_dir)
     try:
+        for line in registry.refusals():  # a name another plugin claimed first never runs here
+            log.warning("%s", line)
         seed_everything(seed)
         timings = {}
         t0 = time.perf_counter()
@@ -141,6 +152,8 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
         task_info = {"name": task_name, "version": task_cls.version, "protocols": list(task_cls.protocols),
                      "data": task.data_info()}
         model_info = {"name": model_name, "version": model_cls.version, "plugin": model_entry.plugin,
+                      "distribution": registry.provenance(model_entry.plugin)["distribution"],
+                      "distribution_version": registry.provenance(model_entry.plugin)["version"],
                       "profile": profile, "config": model_config, "generates": model_cls.generates}
         try:
             model.fit(data)
@@ -150,6 +163,7 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
             write_json_atomic(run_dir / RESULT_FILE, build_result(
                 task=task_info, model=model_info, seeds={"run": seed, "bootstrap": seed}, evaluation={},
                 metrics={}, timings=timings, device=device, notes=[f"stopped: {exc}"],
+                plugins=plugins_used(registry, model=model_name, task=task_name, metric_keys=()),
                 extra={"stopped": str(exc)}))
             log.error("stopped: %s", exc)
             raise
@@ -185,6 +199,8 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
             seeds={"run": seed, "bootstrap": seed},
             evaluation=evaluation_summary(records, task_cls.protocols, n_bootstrap, limit, metrics),
             metrics=metrics, timings=timings, device=device, notes=notes,
+            plugins=plugins_used(registry, model=model_name, task=task_name, metric_keys=metrics,
+                                 judges=[judge] if judge else ()),
             extra={**model.result_extra(), **({"judge": judged} if judged else {})})
         write_json_atomic(run_dir / RESULT_FILE, result)
         log.info("wrote %s", run_dir / RESULT_FILE)

@@ -21,7 +21,10 @@ def cell(value, n=100):
 
 
 def make_result(model="popularity", profile="default", seed=0, variant="full", sha=SHA_A,
-                task_version="1", generates=False, extra_metrics=None, split="test"):
+                task_version="1", generates=False, extra_metrics=None, split="test", plugins="default"):
+    if plugins == "default":
+        plugins = {"model": provenance("baselines", names=[model]), "task": provenance("redial", names=["redial"]),
+                   "metrics": [provenance("builtin_metrics", names=["recall@10"])], "rewards": [], "judges": []}
     metrics = {"standard/recall@1": cell(0.0123), "standard/recall@10": cell(0.1354),
                "dedup/recall@10": cell(0.1111), "standard/auc": cell(0.5)}
     if generates:
@@ -37,7 +40,13 @@ def make_result(model="popularity", profile="default", seed=0, variant="full", s
         evaluation={"split": split, "n_bootstrap": 1000, "ci_level": 0.95, "resampling": "dialog",
                     "n_samples": 10, "n_dialogs": 5, "n_targets": {"standard": 100, "dedup": 80},
                     "n_responses": 50 if generates else 0, "limit": None},
-        metrics=metrics, timings={"total": 1.0}, device="cpu", created="2024-01-01T00:00:00+00:00")
+        metrics=metrics, timings={"total": 1.0}, device="cpu", created="2024-01-01T00:00:00+00:00",
+        plugins=plugins)
+
+
+def provenance(entry_point, distribution="crsbench", version="0.1.0", names=()):
+    return {"entry_point": entry_point, "module": f"{entry_point}_module", "distribution": distribution,
+            "version": version, "names": list(names)}
 
 
 def put(root: Path, name: str, result: dict) -> Path:
@@ -211,18 +220,52 @@ def test_result_filed_under_wrong_task_is_an_error(tmp_path):
 
 
 def test_older_schema_is_upgraded_through_read_result(tmp_path, monkeypatch):
-    put(tmp_path, "old.json", make_result())  # written as schema 1
-    monkeypatch.setattr(results, "SCHEMA_VERSION", 2)
+    current = results.SCHEMA_VERSION
+    put(tmp_path, "old.json", make_result())  # written with the current schema
+    monkeypatch.setattr(results, "SCHEMA_VERSION", current + 1)
 
     def upgrade(doc):
-        doc = dict(doc, schema_version=2)
-        doc["model"] = dict(doc["model"], version="upgraded-from-1")
+        doc = dict(doc, schema_version=current + 1)
+        doc["model"] = dict(doc["model"], version="upgraded")
         return doc
 
-    monkeypatch.setitem(results._UPGRADES, 1, upgrade)
+    monkeypatch.setitem(results._UPGRADES, current, upgrade)
     [loaded] = load_results(tmp_path)
-    assert loaded["schema_version"] == 2
-    assert "| popularity | upgraded-from-1 |" in build(tmp_path)[tmp_path / "redial.md"]
+    assert loaded["schema_version"] == current + 1
+    assert "| popularity | upgraded | crsbench 0.1.0 |" in build(tmp_path)[tmp_path / "redial.md"]
+
+
+def test_a_schema_1_result_reads_with_unknown_provenance_and_cannot_be_published(tmp_path):
+    doc = make_result(plugins=None)
+    doc["schema_version"] = 1
+    del doc["plugins"]
+    path = put(tmp_path / "runs", "result.json", doc)
+    loaded = results.read_result(path)
+    assert loaded["schema_version"] == results.SCHEMA_VERSION and loaded["plugins"] is None
+    with pytest.raises(UserError, match="records no plugin provenance"):
+        publish(path, tmp_path / "lb")
+
+
+def test_publish_refuses_a_plugin_without_a_version(tmp_path):
+    doc = make_result()
+    doc["plugins"]["metrics"].append(provenance("loose_metrics", distribution=None, version=None))
+    run = tmp_path / "run"
+    write_json_atomic(run / "result.json", doc)
+    with pytest.raises(UserError, match="metrics plugin 'loose_metrics'"):
+        publish(run, tmp_path / "lb")
+    doc["plugins"]["metrics"][-1]["distribution"] = "loose-metrics"
+    doc["plugins"]["metrics"][-1]["version"] = "1.0"
+    write_json_atomic(run / "result.json", doc)
+    assert publish(run, tmp_path / "lb").is_file()
+
+
+def test_the_table_shows_the_models_distribution(tmp_path):
+    doc = make_result(model="third")
+    doc["plugins"]["model"] = provenance("third_plugin", distribution="crsbench-third", version="2.1")
+    put(tmp_path, "third.json", doc)
+    md = build(tmp_path)[tmp_path / "redial.md"]
+    assert "| Model | Version | Package | Profile |" in md and "| third | 0.1 | crsbench-third 2.1 | default |" in md
+    assert "crsbench-third 2.1" in build(tmp_path)[tmp_path / "redial.csv"]
 
 
 def test_publish_copies_and_refuses_overwrite(tmp_path):

@@ -127,7 +127,14 @@ def test_the_example_runs_on_redial(installed, run_crsbench, tmp_path):
 
     assert result["model"] | {"config": None} == {"name": "example-cooccurrence", "version": "0.1.0",
                                                   "plugin": "example", "profile": "default",
+                                                  "distribution": "crsbench-example-plugin",
+                                                  "distribution_version": "0.1.0",
                                                   "config": None, "generates": False}
+    # what a leaderboard row needs to say what to install
+    assert result["plugins"]["model"] == {"entry_point": "example", "module": "crsbench_example",
+                                          "distribution": "crsbench-example-plugin", "version": "0.1.0",
+                                          "names": ["example-cooccurrence"]}
+    assert {r["entry_point"] for r in result["plugins"]["metrics"]} == {"builtin_metrics", "example"}
     assert result["model"]["config"] == {"max_context": 5, "top_k": 200}
     assert result["task"]["name"] == "redial" and result["evaluation"]["limit"] == 20
     metrics = result["metrics"]

@@ -62,6 +62,11 @@ class CombinedReward(Reward):
             raise UserError(f"unknown reward(s) {', '.join(hints)} in the combined reward config "
                             f"(known: {known}; see 'crsbench list rewards')")
 
+        if registry is None or not isinstance(registry, Mapping):  # record which rewards the run used
+            from crsbench.plugins import get_registry
+
+            for name in config:
+                (registry or get_registry()).use("rewards", name)
         self.weights: dict[str, float] = {}
         self.rewards: dict[str, Reward] = {}
         for name, value in config.items():
