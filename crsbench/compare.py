@@ -48,7 +48,8 @@ def show_samples(run_dir: Path, count: int, seed: int) -> str:
         if r.get("response") is not None:
             out.append(f"  model:     {r['response']}")
         for t in r["targets"]:
-            out.append(f"  target: {name(t['item'])} ({t['feedback']}), rank {t['rank']}")
+            feedback = f" ({t['feedback']})" if t.get("feedback") is not None else ""  # tasks without feedback
+            out.append(f"  target: {name(t['item'])}{feedback}, rank {t['rank']}")
         if r["top"]:
             out.append("  top 5: " + "; ".join(name(item) for item in r["top"][:5]))
     return "\n".join(out)

@@ -5,7 +5,11 @@ run can be re-scored later (``crsbench evaluate``) without the model.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+import time
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -33,37 +37,106 @@ def _clean_ranking(ranking, in_catalogue: np.ndarray) -> np.ndarray:
 
 
 def predict(model, samples: list[dict], items: list[int], find_items=None,
-            batch_size: int = 64, progress: bool = True) -> list[dict]:
-    """Run the model over ``samples`` and return one prediction record per sample."""
+            batch_size: int = 64, progress: bool = True, partial: Path | None = None) -> list[dict]:
+    """Run the model over ``samples`` and return one prediction record per sample.
+
+    With ``partial`` (a file in the run directory) each finished batch is appended to it and
+    flushed to disk, and a rerun continues after the batches found there, so a killed run
+    loses at most one batch. The two passes (rankings, then replies) keep their batches, so
+    a resumed run gets the records an uninterrupted one gets, provided the model's output
+    for a batch does not depend on earlier batches. ``CRSBENCH_TEST_PREDICT_DELAY`` (seconds
+    per batch) is a test hook that slows prediction so a test can kill it midway.
+    """
     from tqdm.auto import tqdm
 
     in_catalogue = np.zeros(max(items) + 1, dtype=bool)
     in_catalogue[items] = True
     records = [_base_record(s) for s in samples]
+    delay = float(os.environ.get("CRSBENCH_TEST_PREDICT_DELAY") or 0)
+    done, log_fh = _open_partial(partial, samples)
 
     rec_idx = [i for i, s in enumerate(samples) if s["targets"]]
+    rec_batches = list(_batches(rec_idx, batch_size))
     bar = tqdm(total=len(rec_idx), desc="recommend", unit="sample", disable=not progress)
-    for idx in _batches(rec_idx, batch_size):
-        rankings = model.recommend([samples[i] for i in idx])
-        if len(rankings) != len(idx):
-            raise ValueError(f"model {model.name!r} returned {len(rankings)} rankings for {len(idx)} samples")
-        for i, ranking in zip(idx, rankings):
-            _add_ranks(records[i], _clean_ranking(ranking, in_catalogue), len(in_catalogue))
+    for number, idx in enumerate(rec_batches):
+        if ("rec", number) in done:
+            for i, fields in zip(idx, done[("rec", number)]):
+                records[i].update(fields)
+        else:
+            rankings = model.recommend([samples[i] for i in idx])
+            if len(rankings) != len(idx):
+                raise ValueError(f"model {model.name!r} returned {len(rankings)} rankings for {len(idx)} samples")
+            for i, ranking in zip(idx, rankings):
+                _add_ranks(records[i], _clean_ranking(ranking, in_catalogue), len(in_catalogue))
+            _append(log_fh, "rec", number, idx, samples, [{k: records[i][k] for k in RANK_FIELDS} for i in idx])
+            time.sleep(delay)
         bar.update(len(idx))
     bar.close()
 
     if model.generates:
         bar = tqdm(total=len(samples), desc="generate", unit="sample", disable=not progress)
-        for idx in _batches(list(range(len(samples))), batch_size):
-            texts = model.generate([samples[i] for i in idx])
-            if len(texts) != len(idx):
-                raise ValueError(f"model {model.name!r} returned {len(texts)} responses for {len(idx)} samples")
+        for number, idx in enumerate(_batches(list(range(len(samples))), batch_size)):
+            texts = done.get(("gen", number))
+            if texts is None:
+                texts = model.generate([samples[i] for i in idx])
+                if len(texts) != len(idx):
+                    raise ValueError(f"model {model.name!r} returned {len(texts)} responses for {len(idx)} samples")
+                _append(log_fh, "gen", number, idx, samples, list(texts))
+                time.sleep(delay)
             for i, text in zip(idx, texts):
                 records[i]["response"] = text
                 records[i]["hyp_items"] = count_item_mentions(text, find_items)
             bar.update(len(idx))
         bar.close()
+    if log_fh is not None:
+        log_fh.close()
     return records
+
+
+RANK_FIELDS = ("targets", "context_item_ranks", "top")
+
+
+def _open_partial(path: Path | None, samples: list[dict]):
+    """Batches already in the partial file ({(pass, number): values}) and the file, open to
+    append. Lines are trusted only while they name the same samples in the same order; a
+    torn last line (a kill mid-write) and everything after a mismatch are dropped."""
+    if path is None:
+        return {}, None
+    import logging
+
+    path = Path(path)
+    done: dict[tuple[str, int], list] = {}
+    keep = 0
+    if path.exists():
+        ids = [s["sample_id"] for s in samples]
+        with open(path, "rb") as fh:
+            for raw in fh:
+                try:
+                    if not raw.endswith(b"\n"):
+                        break
+                    row = json.loads(raw)
+                    if [ids[i] for i in row["idx"]] != row["sample_ids"]:
+                        break
+                except (ValueError, KeyError, IndexError, TypeError):
+                    break
+                done[(row["pass"], row["batch"])] = row["values"]
+                keep += len(raw)
+        with open(path, "r+b") as fh:  # drop what was not trusted, so appends stay clean
+            fh.truncate(keep)
+        if done:
+            logging.getLogger("crsbench").info("prediction: resuming after %d finished batches (%s)",
+                                               len(done), path.name)
+    return done, open(path, "a", encoding="utf-8")
+
+
+def _append(fh, kind: str, number: int, idx: list[int], samples: list[dict], values: list) -> None:
+    if fh is None:
+        return
+    fh.write(json.dumps({"pass": kind, "batch": number, "idx": list(idx),
+                         "sample_ids": [samples[i]["sample_id"] for i in idx], "values": values},
+                        ensure_ascii=False) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
 
 
 def count_item_mentions(text: str, find_items=None) -> int:
@@ -75,12 +148,17 @@ def count_item_mentions(text: str, find_items=None) -> int:
 
 def _base_record(sample: dict) -> dict:
     context_items = list(dict.fromkeys(sample.get("context_items", [])))
+    # A task without seeker feedback (Task.has_feedback = False) has no target_feedback:
+    # its targets get feedback None, and the feedback metrics are left out when scoring.
+    feedback = sample.get("target_feedback")
+    if feedback is None:
+        feedback = [None] * len(sample["targets"])
     return {
         "sample_id": sample["sample_id"],
         "dialog_id": sample["dialog_id"],
         "context_items": context_items,
         "targets": [{"item": int(item), "feedback": fb, "rank": None}
-                    for item, fb in zip(sample["targets"], sample["target_feedback"])],
+                    for item, fb in zip(sample["targets"], feedback)],
         "context_item_ranks": [None] * len(context_items),
         "top": [],
         "response": None,
@@ -151,11 +229,28 @@ def _units_by_key(records, protocols, index) -> dict[str, Units]:
     return units
 
 
-def _metric_keys(metrics: dict, units: dict[str, Units]) -> Iterable[tuple[str, str, object]]:
+def without_feedback(records: list[dict]) -> bool:
+    """True when no target has feedback (a task with ``has_feedback = False``): metrics
+    that need it (``needs_feedback``: RT@k, AUC) are then not computed at all, rather than
+    reported as NaN. A split whose targets are all "unknown" still gets them (as NaN)."""
+    feedback = [t.get("feedback") for r in records for t in r["targets"]]
+    return bool(feedback) and all(fb is None for fb in feedback)
+
+
+def _metric_keys(metrics: dict, units: dict[str, Units],
+                 no_feedback: bool = False) -> Iterable[tuple[str, str, object]]:
+    from crsbench.metrics.judge import score_for
+
     for group, u in units.items():
+        if u.kind == JUDGE:  # every judged field, with its registered metric if there is one
+            for name in sorted(u.fields):
+                metric = metrics.get(name)
+                yield f"{group}/{name}", group, metric if metric is not None and metric.kind == JUDGE \
+                    else score_for(name)
+            continue
         for name in sorted(metrics):
             metric = metrics[name]
-            if metric.kind == u.kind and (u.kind != JUDGE or name in u.fields):
+            if metric.kind == u.kind and not (no_feedback and getattr(metric, "needs_feedback", False)):
                 yield f"{group}/{name}", group, metric
 
 
@@ -166,7 +261,7 @@ def score_records(records: list[dict], metrics: dict, protocols: Iterable[str],
     counts = draw_dialog_counts(len(index), n_boot, seed)
     units = _units_by_key(records, protocols, index)
     out = {}
-    for key, group, metric in _metric_keys(metrics, units):
+    for key, group, metric in _metric_keys(metrics, units, without_feedback(records)):
         u = units[group]
         prepared = metric.prepare(u)
         value = metric.score(prepared, np.ones(len(u)))
@@ -191,7 +286,7 @@ def compare_records(records_a: list[dict], records_b: list[dict], metrics: dict,
     units_a = _units_by_key(shared, protocols, index)
     units_b = _units_by_key(records_b, protocols, index)
     out = {}
-    for key, group, metric in _metric_keys(metrics, units_a):
+    for key, group, metric in _metric_keys(metrics, units_a, without_feedback(shared)):
         if group not in units_b:
             continue
         ua, ub = units_a[group], units_b[group]

@@ -38,3 +38,8 @@ def register_commands(cli):
 @hookspec
 def register_judges(register):
     """Register judge classes (LLM judges that score responses): ``register(JudgeSubclass)``."""
+
+
+@hookspec
+def register_rubrics(register):
+    """Register judge rubrics (``crsbench.rubric.Rubric`` instances): ``register(rubric)``."""

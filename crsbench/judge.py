@@ -1,11 +1,11 @@
-"""LLM judges: score a (dialogue context, response) pair on ECR's five subjective metrics.
+"""LLM judges: score a (dialogue context, response) pair on the metrics of a rubric.
 
-The five metrics of ECR (Zhang et al., "Towards Empathetic Conversational Recommender
-Systems", RecSys 2024) are scored on a 0-9 scale by a judge: ``emotional_intensity``,
-``emotional_persuasiveness``, ``logical_persuasiveness``, ``informativeness`` and
-``lifelikeness``. The rubric below is our own wording (docs/judges.md); every result records
-the judge's model id and the rubric version, and scores of different judges or rubric
-versions never share a leaderboard column (``judge/<judge-id>/<rubric-version>/<metric>``).
+What a judge is asked is a :class:`crsbench.rubric.Rubric`: a registered, versioned object
+(the ``register_rubrics`` hook; ECR's five subjective metrics are the ``judges`` plugin's
+``ecr-subjective-v1``). A judge takes the rubric as its ``rubric`` option (a name or an
+object); a run passes its task's ``default_rubric`` unless told otherwise. Every result
+records the judge's model id and the rubric's name, and scores of different judges or
+rubrics never share a leaderboard column (``judge/<judge-id>/<rubric name>/<metric>``).
 
 This module is imported by plugins at registration time, so it stays light: only the
 standard library. Backends (transformers, an OpenAI-compatible endpoint) live in
@@ -15,9 +15,8 @@ Pieces:
 
 - :class:`JudgeInput`, :class:`JudgeScore`: one pair to score, and its scores or error;
 - :class:`Judge`: the base class of judge plugins;
-- :func:`build_prompt` / :func:`prompt_parts`: the versioned prompt (``RUBRIC_VERSION``);
 - :class:`JudgeCache` + :class:`CachedJudge`: an SQLite cache so a pair is scored once per
-  (judge model, rubric version, metric, input);
+  (judge model, rubric, metric, input);
 - :class:`MeanJudge`: the per-metric mean of several judges.
 """
 from __future__ import annotations
@@ -35,108 +34,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence
 
 from crsbench.errors import UserError
+from crsbench.rubric import Rubric, resolve_rubric
 
-METRICS: tuple[str, ...] = (
-    "emotional_intensity",
-    "emotional_persuasiveness",
-    "logical_persuasiveness",
-    "informativeness",
-    "lifelikeness",
-)
 SCORE_MIN = 0
 SCORE_MAX = 9
-
-# -- the rubric ------------------------------------------------------------------------------
-# Changing ANY text below changes what judges are asked, so it needs a new RUBRIC_VERSION
-# (cached scores and leaderboard columns are keyed by it) and a new RUBRIC_FINGERPRINT;
-# tests/test_judges.py fails until both are updated.
-RUBRIC_VERSION = "ecr-subjective-v1"
-RUBRIC_FINGERPRINT = "b3416a64828ff4ec"  # rubric_fingerprint() of the texts below
-
-SYSTEM_PROMPT = ("You are a careful annotator. You rate replies of a movie recommender chatbot "
-                 "and answer exactly in the format you are asked for.")
-
-# metric -> (title, definition used in the rubric, anchors 0 / 5 / 9)
-RUBRIC: dict[str, tuple[str, str, tuple[str, str, str]]] = {
-    "emotional_intensity": (
-        "emotional intensity",
-        "how strongly the reply expresses feelings such as excitement, enthusiasm, warmth or sympathy",
-        ("flat and neutral, no feeling at all",
-         "some mild feeling, e.g. \"I liked it\"",
-         "vivid, strong feeling throughout the reply"),
-    ),
-    "emotional_persuasiveness": (
-        "emotional persuasiveness",
-        "how much the reply would make the user want to watch the recommended movie by appealing "
-        "to the user's feelings, tastes or experiences",
-        ("no appeal to the user's feelings",
-         "a generic appeal that would fit any user",
-         "a warm, personal appeal tailored to what this user said"),
-    ),
-    "logical_persuasiveness": (
-        "logical persuasiveness",
-        "how well the reply gives sound reasons why the recommendation fits what the user asked "
-        "for (genre, actors, plot, similar movies)",
-        ("no reason, or the reply ignores or contradicts the user's request",
-         "a vague or generic reason",
-         "specific, coherent reasons that clearly match the user's request"),
-    ),
-    "informativeness": (
-        "informativeness",
-        "how much concrete, relevant information about the recommended movies the reply gives "
-        "(plot, cast, genre, year, what makes the movie special)",
-        ("no information at all",
-         "a title with one detail",
-         "several specific, relevant details"),
-    ),
-    "lifelikeness": (
-        "lifelikeness",
-        "how natural, fluent and human the reply sounds, like a friendly movie fan talking",
-        ("broken, robotic or nonsensical",
-         "understandable but stiff or templated",
-         "fluent, natural and engaging"),
-    ),
-}
-
-RUBRIC_INTRO = (
-    "You will read a conversation between a user and a movie recommender chatbot, followed by "
-    "the chatbot's next reply. Rate that reply on a scale from 0 (not at all) to 9 (extremely), "
-    "judging only the reply, in the light of the conversation so far. The five qualities are:"
-)
-RUBRIC_OUTRO = ("Judge each quality on its own: a short reply can be lifelike without being "
-                "informative. Do not reward length for its own sake.")
-ANSWER_PREFIX = "Score (0-9):"
-METRIC_QUESTION = "Question: rate the {title} of the reply from 0 to 9. Answer with a single digit."
-ALL_METRICS_QUESTION = (
-    "Rate the reply on all five qualities. Answer with only a JSON object with the keys {keys}, "
-    "each an integer from 0 to 9, and nothing else."
-)
-USER_LABEL = "User"
-SYSTEM_LABEL = "Recommender"
-EMPTY_REPLY = "(empty reply)"
-DEFAULT_MAX_TURNS = 6         # the last turns of the context shown to the judge
-DEFAULT_MAX_TURN_CHARS = 600  # longer turns are cut (with "...")
-
-
-def _rubric_text() -> str:
-    lines = [RUBRIC_INTRO, ""]
-    for i, metric in enumerate(METRICS, 1):
-        title, definition, (low, mid, high) = RUBRIC[metric]
-        lines.append(f"{i}. {title.capitalize()} ({metric}): {definition}. "
-                     f"0 = {low}; 5 = {mid}; 9 = {high}.")
-    lines += ["", RUBRIC_OUTRO]
-    return "\n".join(lines)
-
-
-RUBRIC_TEXT = _rubric_text()
-
-
-def rubric_fingerprint() -> str:
-    """A short sha256 of every text a judge is shown (pinned as ``RUBRIC_FINGERPRINT``)."""
-    parts = [RUBRIC_VERSION, SYSTEM_PROMPT, RUBRIC_TEXT, ANSWER_PREFIX, METRIC_QUESTION,
-             ALL_METRICS_QUESTION, USER_LABEL, SYSTEM_LABEL, EMPTY_REPLY,
-             str(DEFAULT_MAX_TURNS), str(DEFAULT_MAX_TURN_CHARS)]
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
 # -- inputs and outputs -----------------------------------------------------------------------
@@ -174,61 +75,7 @@ def input_digest(item: JudgeInput, settings: dict | None = None) -> str:
                                      separators=(",", ":")).encode()).hexdigest()
 
 
-def _speaker(role: str | None, turns_from_end: int) -> str:
-    if role is not None:
-        r = role.lower()
-        if r in ("seeker", "user", "human"):
-            return USER_LABEL
-        if r in ("recommender", "system", "assistant", "bot"):
-            return SYSTEM_LABEL
-    return USER_LABEL if turns_from_end % 2 == 1 else SYSTEM_LABEL
-
-
-def _cut(text: str, max_chars: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= max_chars else text[:max_chars].rstrip() + "..."
-
-
-def format_context(context: Sequence[str], roles: Sequence[str] | None = None,
-                   max_turns: int = DEFAULT_MAX_TURNS, max_turn_chars: int = DEFAULT_MAX_TURN_CHARS) -> str:
-    """The last ``max_turns`` turns as ``User: ...`` / ``Recommender: ...`` lines."""
-    n = len(context)
-    if roles is not None and len(roles) != n:
-        raise ValueError(f"{len(roles)} roles for {n} context turns")
-    start = max(0, n - max_turns) if max_turns > 0 else n
-    lines = [] if start == 0 else ["(earlier turns omitted)"]
-    for i in range(start, n):
-        role = roles[i] if roles is not None else None
-        lines.append(f"{_speaker(role, n - i)}: {_cut(context[i], max_turn_chars)}")
-    return "\n".join(lines) if lines else "(the conversation starts with the reply)"
-
-
-def prompt_parts(context: Sequence[str], response: str, metric: str | None = None, *,
-                 roles: Sequence[str] | None = None, max_turns: int = DEFAULT_MAX_TURNS,
-                 max_turn_chars: int = DEFAULT_MAX_TURN_CHARS) -> tuple[str, str]:
-    """``(shared, question)``: the rubric, conversation and reply (the same for every metric
-    of one pair, so a local judge runs it once), and the question (one metric, or all five
-    as a JSON object when ``metric`` is None). ``build_prompt`` is their concatenation."""
-    if metric is not None and metric not in RUBRIC:
-        raise ValueError(f"unknown judge metric {metric!r} (known: {', '.join(METRICS)})")
-    reply = _cut(response, 4 * max_turn_chars) if str(response).strip() else EMPTY_REPLY
-    shared = (f"{RUBRIC_TEXT}\n\nConversation:\n{format_context(context, roles, max_turns, max_turn_chars)}"
-              f"\n\nReply to rate:\n{SYSTEM_LABEL}: {reply}\n\n")
-    if metric is None:
-        question = ALL_METRICS_QUESTION.format(keys=", ".join(f'"{m}"' for m in METRICS))
-    else:
-        question = METRIC_QUESTION.format(title=RUBRIC[metric][0])
-    return shared, question
-
-
-def build_prompt(context: Sequence[str], response: str, metric: str | None = None, **kwargs) -> str:
-    """The user-message text asking to rate ``response`` on ``metric`` (a single digit is
-    expected after :data:`ANSWER_PREFIX`), or on all metrics as JSON when ``metric`` is None."""
-    shared, question = prompt_parts(context, response, metric, **kwargs)
-    return shared + question
-
-
-def metric_key(model_id: str, metric: str, rubric_version: str = RUBRIC_VERSION) -> str:
+def metric_key(model_id: str, metric: str, rubric_version: str) -> str:
     """The result/leaderboard key of one judge metric."""
     return f"judge/{model_id}/{rubric_version}/{metric}"
 
@@ -245,23 +92,55 @@ def check_score(value: Any) -> float:
 
 # -- the base class ---------------------------------------------------------------------------
 class Judge:
-    """Scores (context, response) pairs on :data:`METRICS`, 0-9. Subclasses set ``name``
-    (and ``description``), implement :meth:`score` and :attr:`model_id`, and, when options
-    change the scores (context length, temperature, ...), return them from :meth:`settings`
-    so cached scores are not mixed up.
+    """Scores (context, response) pairs on the metrics of its rubric, 0-9. Subclasses set
+    ``name`` (and ``description``), implement :meth:`score` and :attr:`model_id`, and, when
+    options change the scores (context length, temperature, ...), return them from
+    :meth:`settings` so cached scores are not mixed up. Prompts come from :attr:`rubric`.
+
+    ``rubric``: a :class:`~crsbench.rubric.Rubric`, the name of a registered one, or None
+    (the only registered rubric; an error when several are registered). Resolved on first use.
 
     A judge must not load its model in ``__init__`` or at import time: ``model_id`` and the
     cache are consulted first, so a fully cached run never loads it."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    rubric_version: ClassVar[str] = RUBRIC_VERSION
-    metrics: ClassVar[tuple[str, ...]] = METRICS
 
-    def __init__(self, **options):
+    def __init__(self, rubric: Rubric | str | None = None, **options):
         self.options = options
+        self._rubric = rubric
+        self._rubric_version: str | None = None
         self._counts: Counter = Counter()
         self._lock = threading.Lock()
+
+    @property
+    def rubric(self) -> Rubric:
+        if not isinstance(self._rubric, Rubric):
+            self._rubric = resolve_rubric(self._rubric)
+        return self._rubric
+
+    @property
+    def rubric_version(self) -> str:
+        """The rubric's name (its versioned id); settable to tell scores apart (tests)."""
+        return self._rubric_version or self.rubric.name
+
+    @rubric_version.setter
+    def rubric_version(self, value: str) -> None:
+        self._rubric_version = value
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.rubric.metrics
+
+    @property
+    def max_turns(self) -> int:
+        """Context turns shown to the judge: option ``max_context_turns``, else the rubric's."""
+        return int(self.options.get("max_context_turns", self.rubric.max_turns))
+
+    @property
+    def max_turn_chars(self) -> int:
+        """Characters per turn before it is cut: option ``max_turn_chars``, else the rubric's."""
+        return int(self.options.get("max_turn_chars", self.rubric.max_turn_chars))
 
     @property
     def model_id(self) -> str:
@@ -296,7 +175,7 @@ class Judge:
         return metric_key(self.model_id, metric, self.rubric_version)
 
     def check_options(self, known: Iterable[str]) -> None:
-        extra = sorted(set(self.options) - set(known))
+        extra = sorted(set(self.options) - set(known) - {"rubric"})
         if extra:
             raise UserError(f"judge {self.name!r}: unknown option(s) {', '.join(map(repr, extra))} "
                             f"(known: {', '.join(sorted(known)) or 'none'})")
@@ -346,7 +225,7 @@ class JudgeCache:
         self._db.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
 
     def get_many(self, model_id: str, rubric_version: str, digests: Sequence[str],
-                 metrics: Sequence[str] = METRICS) -> dict[tuple[str, str], float]:
+                 metrics: Sequence[str]) -> dict[tuple[str, str], float]:
         """(digest, metric) -> score for every cached combination."""
         found: dict[tuple[str, str], float] = {}
         unique = list(dict.fromkeys(digests))
@@ -404,8 +283,18 @@ class CachedJudge(Judge):
         self.cache = cache if isinstance(cache, JudgeCache) else JudgeCache(cache)
         self.name = judge.name
         self.description = judge.description
-        self.rubric_version = judge.rubric_version
-        self.metrics = judge.metrics
+
+    @property
+    def rubric(self) -> Rubric:
+        return self.judge.rubric
+
+    @property
+    def rubric_version(self) -> str:
+        return self.judge.rubric_version
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.judge.metrics
 
     @property
     def model_id(self) -> str:
@@ -454,16 +343,17 @@ class MeanJudge(Judge):
     name = "mean"
     description = "Per-metric mean of several judges (option judges: a list of judges or judge specs)."
 
-    def __init__(self, judges: Sequence[Judge | dict | str] = (), **options):
-        super().__init__(judges=judges, **options)
+    def __init__(self, judges: Sequence[Judge | dict | str] = (), rubric: Rubric | str | None = None, **options):
+        super().__init__(rubric=rubric, judges=judges, **options)
         self.check_options({"judges"})
-        self.judges = [_resolve_judge(j) for j in judges]
+        self.judges = [_resolve_judge(j, rubric) for j in judges]
         if not self.judges:
             raise UserError("judge 'mean': option judges must name at least one judge")
         versions = {j.rubric_version for j in self.judges}
         if len(versions) != 1:
             raise UserError(f"judge 'mean': its judges use different rubric versions {sorted(versions)}")
         self.rubric_version = versions.pop()
+        self._rubric = self.judges[0].rubric
 
     @property
     def model_id(self) -> str:
@@ -499,7 +389,9 @@ class MeanJudge(Judge):
         return dict(merged)
 
 
-def _resolve_judge(spec: Judge | dict | str) -> Judge:
+def _resolve_judge(spec: Judge | dict | str, rubric: Rubric | str | None = None) -> Judge:
+    """A judge instance from an instance or a ``{"name": ..., **options}`` spec; a spec
+    without a rubric gets ``rubric``."""
     if isinstance(spec, Judge):
         return spec
     if isinstance(spec, str):
@@ -509,6 +401,8 @@ def _resolve_judge(spec: Judge | dict | str) -> Judge:
     from crsbench.plugins import get_registry
 
     options = dict(spec)
+    if rubric is not None:
+        options.setdefault("rubric", rubric)
     name = options.pop("name")
     judges = get_registry().judges()
     if name not in judges:

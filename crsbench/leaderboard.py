@@ -297,6 +297,22 @@ def _interval_note(results: list[dict]) -> str:
     return "; ".join(sorted(notes))
 
 
+def _has_feedback(result: dict) -> bool:
+    """False only when the task declared that it has no seeker feedback (``has_feedback``,
+    in the result's task entry or its data info); older results never say so."""
+    task = result["task"]
+    flag = task.get("has_feedback", (task.get("data") or {}).get("has_feedback"))
+    return flag is not False
+
+
+def _feedback_note(task: str, rows: list[dict]) -> list[str]:
+    """Why the feedback columns are empty, under a table of a task without feedback."""
+    if any(_has_feedback(r) for r in rows):
+        return []
+    return [f"RT@1/10/50 and AUC need per-target seeker feedback (liked / disliked), which `{task}` "
+            f"does not have: crsbench does not compute them on this task, hence {MISSING} in those columns.", ""]
+
+
 def _group_markdown(key: tuple, results: list[dict]) -> list[str]:
     task, version, variant, sha, split, limit = key
     shown_version = version if version.startswith("v") else f"v{version}"
@@ -309,7 +325,8 @@ def _group_markdown(key: tuple, results: list[dict]) -> list[str]:
     for protocol in protocols:
         rows = [r for r in results if protocol in _sections([r])]
         lines += [f"### Recommendation · protocol `{protocol}`", "",
-                  *_measured_table(rows, protocol, RECOMMENDATION_COLUMNS, _n_targets(protocol)), ""]
+                  *_measured_table(rows, protocol, RECOMMENDATION_COLUMNS, _n_targets(protocol)), "",
+                  *_feedback_note(task, rows)]
     generators = [r for r in results
                   if r["model"].get("generates") or GENERATION in _sections([r])]
     if generators:

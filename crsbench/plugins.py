@@ -26,7 +26,7 @@ from crsbench import hookspecs
 ENTRY_POINT_GROUP = "crsbench"
 PLUGINS_ENV = "CRSBENCH_PLUGINS"
 FIRST_PARTY_DISTRIBUTION = "crsbench"
-REGISTRIES = ("models", "tasks", "metrics", "rewards", "judges")
+REGISTRIES = ("models", "tasks", "metrics", "rewards", "judges", "rubrics")
 
 
 @dataclass
@@ -196,6 +196,9 @@ class PluginRegistry:
 
     def judges(self) -> dict[str, Entry]:
         return self.collected()["judges"]
+
+    def rubrics(self) -> dict[str, Entry]:
+        return self.collected()["rubrics"]
 
     def metrics_objects(self) -> dict:
         """Metric name -> metric instance."""

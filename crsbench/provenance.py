@@ -13,7 +13,7 @@ from crsbench.errors import UserError
 from crsbench.plugins import PLUGINS_ENV, PluginRegistry
 
 BUILTIN_METRICS_PLUGIN = "builtin_metrics"
-ROLES = ("model", "task", "metrics", "rewards", "judges")
+ROLES = ("model", "task", "metrics", "rewards", "judges", "rubrics")
 
 
 def require_metrics(registry: PluginRegistry, generates: bool) -> None:
@@ -43,7 +43,7 @@ def _metric_name(key: str) -> str:
     return key.rsplit("/", 1)[-1]
 
 
-def plugins_used(registry: PluginRegistry, *, model: str, task: str, metric_keys: Iterable[str],
+def plugins_used(registry: PluginRegistry, *, model: str | None, task: str | None, metric_keys: Iterable[str],
                  judges: Iterable[str] = ()) -> dict[str, Any]:
     """The ``plugins`` section of a result: one provenance record per plugin and role.
 
@@ -66,11 +66,12 @@ def plugins_used(registry: PluginRegistry, *, model: str, task: str, metric_keys
         return [by_plugin[p] for p in sorted(by_plugin)]
 
     return {
-        "model": {**one("models", model), "names": [model]},
-        "task": {**one("tasks", task), "names": [task]},
+        "model": {**one("models", model), "names": [model]} if model else None,
+        "task": {**one("tasks", task), "names": [task]} if task else None,
         "metrics": grouped("metrics", (_metric_name(k) for k in metric_keys)),
         "rewards": grouped("rewards", registry.used.get("rewards", ())),
         "judges": grouped("judges", set(judges) | registry.used.get("judges", set())),
+        "rubrics": grouped("rubrics", registry.used.get("rubrics", ())),
     }
 
 

@@ -11,6 +11,7 @@ Readers accept every earlier version by upgrading it step by step, so old result
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -38,6 +39,14 @@ def _upgrade_1_to_2(result: dict) -> dict:
     return out
 
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def disk_full_error(path: Path, exc: OSError) -> UserError:
+    """A full disk (or a file-size limit) is the user's to fix: one clear line, no traceback."""
+    return UserError(f"could not write {path}: {exc.strerror or exc}; the previous {Path(path).name} is unchanged")
+
+
 # version -> function turning a result of that version into the next version
 _UPGRADES: dict[int, Callable[[dict], dict]] = {1: _upgrade_1_to_2}
 
@@ -51,9 +60,13 @@ def write_json_atomic(path: Path, data: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, sort_keys=True, ensure_ascii=False)
             fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())  # on disk before the rename, so a crash cannot leave an empty file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            raise disk_full_error(path, exc) from None
         raise
 
 

@@ -13,7 +13,8 @@ from crsbench.config import apply_overrides
 from crsbench.errors import DegenerateRunError, UserError
 from crsbench.plugins import get_registry
 from crsbench.results import RESULT_FILE, build_result, write_json_atomic
-from crsbench.runs import CONFIG_FILE, ITEM_NAMES_FILE, PREDICTIONS_FILE, read_config, write_jsonl_atomic
+from crsbench.runs import (CONFIG_FILE, ITEM_NAMES_FILE, PARTIAL_PREDICTIONS_FILE, PREDICTIONS_FILE, RunLock,
+                           read_config, write_jsonl_atomic)
 
 log = logging.getLogger("crsbench")
 DEFAULT_BOOTSTRAP = 1000
@@ -131,8 +132,13 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
               "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
               "model_config": model_config, "protocols": list(task_cls.protocols), "n_bootstrap": n_bootstrap,
               **({"judge": judge, "judge_options": judge_opts, "judge_sample": judge_sample} if judge else {})}
-    prepare_run_dir(run_dir, config, fresh)
-    handler = _setup_logging(run_dir)
+    lock = RunLock(run_dir).acquire()  # before anything is written there
+    try:
+        prepare_run_dir(run_dir, config, fresh)
+        handler = _setup_logging(run_dir)
+    except BaseException:
+        lock.release()
+        raise
     try:
         for line in registry.refusals():  # a name another plugin claimed first never runs here
             log.warning("%s", line)
@@ -140,6 +146,8 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
         timings = {}
         t0 = time.perf_counter()
         data = task.load(limit=limit)
+        if data.default_rubric is None:
+            data.default_rubric = task_cls.default_rubric
         timings["load"] = time.perf_counter() - t0
         test = list(data.splits["test"])
         log.info("task %s v%s: %d test samples, %d catalogue items", task_name, task_cls.version,
@@ -171,7 +179,7 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
 
         t0 = time.perf_counter()
         records = predict(model, test, data.items, find_items=task.find_items, batch_size=batch_size,
-                          progress=progress)
+                          progress=progress, partial=run_dir / PARTIAL_PREDICTIONS_FILE)
         for record, sample in zip(records, test):
             record["context"] = list(sample["context"])
             record["context_roles"] = list(sample.get("context_roles") or [])
@@ -181,9 +189,11 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
             from crsbench.judge_eval import judge_records, make_judge
 
             t0 = time.perf_counter()
-            judged = judge_records(records, make_judge(judge, judge_opts), judge_sample, seed, progress=progress)
+            judged = judge_records(records, make_judge(judge, {"rubric": data.default_rubric, **judge_opts}),
+                                   judge_sample, seed, progress=progress)
             timings["judge"] = time.perf_counter() - t0
         write_jsonl_atomic(run_dir / PREDICTIONS_FILE, records)
+        (run_dir / PARTIAL_PREDICTIONS_FILE).unlink(missing_ok=True)
         write_json_atomic(run_dir / ITEM_NAMES_FILE, {str(k): v for k, v in data.item_names.items()})
 
         t0 = time.perf_counter()
@@ -208,6 +218,7 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
     finally:
         logging.getLogger("crsbench").removeHandler(handler)
         handler.close()
+        lock.release()
 
 
 def evaluation_summary(records, protocols, n_bootstrap, limit, metrics) -> dict:
@@ -232,6 +243,11 @@ def rescore(run_dir: Path, n_bootstrap: int | None = None, judge: str | None = N
     (the same sample ``crsbench run --judge`` uses), so an existing run can be compared with
     a judged one without re-running its model.
     """
+    with RunLock(run_dir):
+        return _rescore(run_dir, n_bootstrap, judge, judge_options, judge_sample, progress)
+
+
+def _rescore(run_dir, n_bootstrap, judge, judge_options, judge_sample, progress) -> dict:
     from crsbench.evaluation import score_records
     from crsbench.results import read_result
     from crsbench.runs import read_jsonl
@@ -244,7 +260,10 @@ def rescore(run_dir: Path, n_bootstrap: int | None = None, judge: str | None = N
 
         if not any(r.get("response") is not None for r in records):
             raise UserError(f"{run_dir}: the run has no replies to judge")
-        judged = judge_records(records, make_judge(judge, judge_options), judge_sample, config["seed"],
+        task_entry = get_registry().tasks().get(config["task"])
+        rubric = getattr(task_entry.obj, "default_rubric", None) if task_entry else None
+        judged = judge_records(records, make_judge(judge, {"rubric": rubric, **(judge_options or {})}),
+                               judge_sample, config["seed"],
                                progress=progress)
         write_jsonl_atomic(run_dir / PREDICTIONS_FILE, records)
     n_bootstrap = config.get("n_bootstrap", DEFAULT_BOOTSTRAP) if n_bootstrap is None else n_bootstrap
@@ -254,6 +273,15 @@ def rescore(run_dir: Path, n_bootstrap: int | None = None, judge: str | None = N
     if result_path.exists():
         result = read_result(result_path)
         result["metrics"] = metrics
+        if result.get("plugins") is not None:  # the metric plugins of this scoring
+            from crsbench.provenance import plugins_used
+
+            now = plugins_used(get_registry(), model=None, task=None, metric_keys=metrics,
+                               judges=[judge] if judge else ())
+            result["plugins"]["metrics"] = now["metrics"]
+            if judge:
+                result["plugins"]["judges"] = now["judges"]
+                result["plugins"]["rubrics"] = now["rubrics"]
         if judged:
             result.setdefault("extra", {})["judge"] = judged
         result["evaluation"] = evaluation_summary(records, config["protocols"], n_bootstrap,

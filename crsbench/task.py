@@ -17,6 +17,8 @@ class TaskData:
     items: list[int]
     item_names: dict[int, str]
     extra: dict[str, Any] = field(default_factory=dict)
+    default_rubric: str | None = None  # the judge rubric for this task's replies (the runner fills
+    #                                    it from Task.default_rubric when the task leaves it None)
 
 
 class Task:
@@ -26,6 +28,13 @@ class Task:
     version: ClassVar[str] = "0"
     description: ClassVar[str] = ""
     protocols: ClassVar[tuple[str, ...]] = ("standard",)
+    # Whether samples carry per-target seeker feedback (``target_feedback``). A task without
+    # it leaves the key out of its samples and records ``has_feedback: false`` in data_info();
+    # the feedback metrics (RT@k, AUC) are then not computed rather than reported as NaN.
+    has_feedback: ClassVar[bool] = True
+    # The registered judge rubric (`crsbench list rubrics`) that fits this task's replies;
+    # None: a judged run must name one (--judge-option rubric=NAME).
+    default_rubric: ClassVar[str | None] = None
 
     def __init__(self, data_dir: str | None = None):
         self.data_dir = data_dir

@@ -210,14 +210,16 @@ def test_critic_reward_loads_and_gates(learnable):
         strict.score(samples, responses)
 
 
-def test_default_metrics_are_the_judge_metrics():
-    judge = pytest.importorskip("crsbench.judge")
+def test_default_metrics_are_the_registered_rubrics_metrics():
+    from crsbench import judge
+    from crsbench_plugins.judges.rubrics import ECR_SUBJECTIVE
+
     pairs, scores = make_pairs(60)
     rng = np.random.default_rng(0)
-    table = [{m: float(rng.integers(0, 10)) for m in judge.METRICS} for _ in pairs]
+    table = [{m: float(rng.integers(0, 10)) for m in ECR_SUBJECTIVE.metrics} for _ in pairs]
     report = train_critic(pairs, table, {**FAST, "metrics": None, "epochs": 5}, None, seed=0,
                           encoder=HashBagEncoder())
-    assert report["metrics"] == list(judge.METRICS) == list(report["heads"])
+    assert report["metrics"] == list(ECR_SUBJECTIVE.metrics) == list(report["heads"])
     assert (DEFAULTS["score_min"], DEFAULTS["score_max"]) == (judge.SCORE_MIN, judge.SCORE_MAX)
 
 

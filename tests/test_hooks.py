@@ -422,3 +422,48 @@ def test_a_failing_register_commands_does_not_break_the_cli(isolated_registry, c
     code, out, _ = call_main(["plugins"], capsys)
     assert code == 0
     assert "error: register_commands: RuntimeError: no commands today" in out
+
+
+def test_hook_register_rubrics(isolated_registry, capsys, tmp_path):
+    from crsbench.judge import Judge, JudgeInput, JudgeScore
+    from crsbench.rubric import Criterion, Rubric
+
+    tiny = Rubric(name="tiny-rubric-v1", description="Politeness only (test plugin).", fingerprint="",
+                  system_prompt="You rate replies.", intro="One quality:", outro="Judge the reply only.",
+                  criteria=(Criterion("politeness", "politeness", "how polite the reply is",
+                                      ("rude", "neutral", "very polite")),))
+
+    class EchoJudge(Judge):  # scores from the prompt its rubric builds
+        name = "echo"
+
+        @property
+        def model_id(self):
+            return "echo"
+
+        def score(self, items):
+            return [JudgeScore({m: float(len(self.rubric.build_prompt(i.context, i.response, m)) % 10)
+                                for m in self.metrics}) for i in items]
+
+    class Plugin:
+        @hookimpl
+        def register_rubrics(self, register):
+            register(tiny)
+
+    isolated_registry.register_plugin(Plugin(), "tiny_rubrics")
+    assert isolated_registry.plugins["tiny_rubrics"].hooks == ["register_rubrics"]
+    entry = isolated_registry.rubrics()["tiny-rubric-v1"]
+    assert entry.obj is tiny and entry.plugin == "tiny_rubrics"
+    code, out, _ = call_main(["list", "rubrics"], capsys)
+    assert code == 0 and re.search(r"^  tiny-rubric-v1 +Politeness only .*\[tiny_rubrics\]$", out, flags=re.M), out
+
+    judge = EchoJudge()  # the only registered rubric
+    assert judge.metrics == ("politeness",) and judge.metric_key("politeness") == "judge/echo/tiny-rubric-v1/politeness"
+    prompt = tiny.build_prompt(["hello"], "thank you kindly", "politeness")
+    assert prompt.startswith("One quality:\n\n1. Politeness (politeness): how polite the reply is. "
+                             "0 = rude; 5 = neutral; 9 = very polite.\n\nJudge the reply only.")
+    assert judge.score([JudgeInput(["hello"], "thank you kindly")])[0].scores == {"politeness": float(len(prompt) % 10)}
+
+    isolated_registry.unregister_plugin("tiny_rubrics")
+    assert isolated_registry.rubrics() == {}
+    code, out, _ = call_main(["list", "rubrics"], capsys)
+    assert code == 0 and out == "rubrics:\n  (none)\n"

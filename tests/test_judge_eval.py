@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 
 from crsbench import Model, hookimpl
-from crsbench.judge import METRICS, RUBRIC_VERSION, Judge, JudgeScore
+from crsbench.judge import Judge, JudgeScore
+from crsbench_plugins.judges.rubrics import ECR_SUBJECTIVE
+
+METRICS, RUBRIC_VERSION = ECR_SUBJECTIVE.metrics, ECR_SUBJECTIVE.name
 from crsbench.plugins import get_registry
 from crsbench.runner import rescore, run
 

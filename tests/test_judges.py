@@ -13,16 +13,27 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from crsbench import UserError
-from crsbench.judge import (ANSWER_PREFIX, METRICS, RUBRIC_FINGERPRINT, RUBRIC_TEXT, RUBRIC_VERSION, CachedJudge,
-                            Judge, JudgeCache, JudgeInput, JudgeScore, MeanJudge, build_prompt, input_digest,
-                            metric_key, prompt_parts, rubric_fingerprint, summarize)
+from crsbench.judge import (CachedJudge, Judge, JudgeCache, JudgeInput, JudgeScore, MeanJudge, input_digest,
+                            metric_key, summarize)
 from crsbench.plugins import PluginRegistry
+from crsbench.rubric import Criterion, Rubric
 from crsbench_plugins.judges import plugin as judges_plugin
-from crsbench_plugins.judges.http import HTTPJudge, OpenAIJudge, parse_scores
+from crsbench_plugins.judges.http import HTTPJudge, OpenAIJudge
+from crsbench_plugins.judges.http import parse_scores as parse_with
+from crsbench_plugins.judges.rubrics import ECR_SUBJECTIVE as RUBRIC
+
+# The judges plugin's ECR rubric, which every judge below uses (the only registered rubric).
+METRICS, RUBRIC_TEXT, RUBRIC_VERSION, ANSWER_PREFIX = RUBRIC.metrics, RUBRIC.text, RUBRIC.name, RUBRIC.answer_prefix
+build_prompt, prompt_parts = RUBRIC.build_prompt, RUBRIC.prompt_parts
+
+
+def parse_scores(text):
+    return parse_with(text, METRICS)
 
 BUILTIN = {"local", "transformers", "smollm2", "openai", "http", "mean"}
 ITEMS = [
@@ -36,10 +47,52 @@ ITEMS = [
 
 # -- rubric and prompts -------------------------------------------------------------------------
 def test_rubric_changes_need_a_new_version():
-    assert rubric_fingerprint() == RUBRIC_FINGERPRINT, (
-        "the judge prompt texts changed: bump RUBRIC_VERSION and set RUBRIC_FINGERPRINT = "
-        f"{rubric_fingerprint()!r} in crsbench/judge.py")
+    RUBRIC.check()  # fails when a text changed without a new name and pinned fingerprint
+    assert RUBRIC.compute_fingerprint() == "b3416a64828ff4ec", (
+        "the ECR rubric's texts changed: give it a new name and pin the new fingerprint in "
+        "plugins/judges/rubrics.py")
     assert "/" not in RUBRIC_VERSION  # it is one part of judge/<id>/<rubric>/<metric>
+    changed = Rubric(**{**{f: getattr(RUBRIC, f) for f in ("name", "description", "criteria", "system_prompt",
+                                                           "intro", "fingerprint")},
+                        "outro": RUBRIC.outro + " Be strict."})
+    with pytest.raises(ValueError, match="texts changed"):
+        changed.check()
+
+
+def test_a_task_names_its_rubric_and_the_core_holds_none():
+    from crsbench import judge
+    from crsbench_tasks.redial.task import RedialTask
+
+    assert RedialTask.default_rubric == RUBRIC.name
+    source = Path(judge.__file__).read_text(encoding="utf-8") + Path(judge.__file__).with_name("rubric.py").read_text()
+    for text in ("movie", "emotional", "informativeness", "lifelikeness"):
+        assert text not in source.lower(), text
+
+
+def test_a_second_rubric_is_chosen_by_name(isolated_registry):
+    from crsbench import hookimpl
+
+    funny = Rubric(name="funny-v1", description="test", system_prompt="Rate jokes.", intro="Qualities:",
+                   outro="Be fair.", fingerprint="", criteria=(
+                       Criterion("funniness", "funniness", "how funny the reply is", ("dull", "smile", "roaring")),))
+
+    class Plugin:
+        @hookimpl
+        def register_rubrics(self, register):
+            register(funny)
+
+    isolated_registry.register_plugin(judges_plugin, "judges")
+    isolated_registry.register_plugin(Plugin(), "funny")
+    assert set(isolated_registry.rubrics()) == {RUBRIC.name, "funny-v1"}
+    with pytest.raises(UserError, match="choose a judge rubric"):
+        ConstantJudge(value=1.0).metrics  # two registered: no implicit choice
+    judge = ConstantJudge(value=1.0, rubric="funny-v1")
+    assert judge.metrics == ("funniness",) and judge.metric_key("funniness") == "judge/const-1.0/funny-v1/funniness"
+    prompt = judge.rubric.build_prompt(["hi"], "a joke", "funniness")
+    assert prompt.startswith("Qualities:\n\n1. Funniness (funniness): how funny the reply is.") and "movie" not in prompt
+    assert ConstantJudge(value=1.0, rubric=RUBRIC.name).metrics == METRICS
+    with pytest.raises(UserError, match="unknown judge rubric 'nope'"):
+        ConstantJudge(value=1.0, rubric="nope").metrics
 
 
 def test_prompts_hold_rubric_context_reply_and_question():
@@ -65,7 +118,8 @@ def test_prompts_hold_rubric_context_reply_and_question():
 
 
 def test_metric_keys_and_summary():
-    assert metric_key("org/model", "informativeness") == f"judge/org/model/{RUBRIC_VERSION}/informativeness"
+    assert metric_key("org/model", "informativeness", RUBRIC_VERSION) == \
+        f"judge/org/model/{RUBRIC_VERSION}/informativeness"
     judge = ConstantJudge(value=3.0)
     table = summarize(judge, [JudgeScore({m: 3.0 for m in METRICS}), JudgeScore(None, "boom"),
                               JudgeScore({m: 5.0 for m in METRICS})])
@@ -80,7 +134,7 @@ def test_judges_are_registered_through_the_registry():
     registry.register_plugin(judges_plugin, "judges")
     entries = registry.judges()
     assert set(entries) == BUILTIN
-    assert registry.plugins["judges"].error is None and registry.plugins["judges"].hooks == ["register_judges"]
+    assert registry.plugins["judges"].error is None and registry.plugins["judges"].hooks == ["register_judges", "register_rubrics"]
     assert all(issubclass(e.obj, Judge) and e.obj.description and e.plugin == "judges" for e in entries.values())
     assert entries["http"].obj is HTTPJudge and issubclass(HTTPJudge, OpenAIJudge)
 

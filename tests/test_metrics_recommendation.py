@@ -173,15 +173,21 @@ def test_weight_two_equals_duplicating_the_unit(name):
 
 
 def test_plugin_registers_every_builtin_metric():
-    from crsbench.metrics import generation, judge, plugin
+    from crsbench.metrics import generation, plugin
+    from crsbench_plugins.judges import plugin as judges_plugin
 
     seen = []
     plugin.register_metrics(seen.append)
     names = [m.name for m in seen]
     assert len(names) == len(set(names))
-    assert set(names) == {m.name for m in rec.all_metrics() + generation.all_metrics() + judge.all_metrics()}
-    assert {"lifelikeness", "informativeness"} <= set(names)
+    assert set(names) == {m.name for m in rec.all_metrics() + generation.all_metrics()}
     assert {"recall@10", "auc", "bleu-2", "corpus_bleu", "dist-2", "rouge-l", "item_ratio"} <= set(names)
+    # judge metrics come with their rubric, from the plugin that registers it
+    judged = []
+    judges_plugin.register_metrics(judged.append)
+    assert [m.name for m in judged] == ["emotional_intensity", "emotional_persuasiveness", "logical_persuasiveness",
+                                        "informativeness", "lifelikeness"]
+    assert not set(names) & {m.name for m in judged}
 
 
 def test_registering_imports_no_heavy_library():

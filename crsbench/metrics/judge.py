@@ -1,17 +1,17 @@
-"""Judge metrics: the mean score an LLM judge gave the sampled responses, per judge metric.
+"""Judge metrics: the mean score an LLM judge gave the sampled responses, per rubric metric.
 
-Units are judged responses (``record["judge"]``); each run's judge and rubric version form
-their own group, ``judge/<judge id>/<rubric version>/<metric>``, so scores of different
-judges or rubrics never mix.
+Units are judged responses (``record["judge"]``); each run's judge and rubric form their own
+group, ``judge/<judge id>/<rubric name>/<metric>``, so scores of different judges or rubrics
+never mix. The metric names come from the rubrics: the plugin that registers a rubric
+registers a :class:`JudgeScore` per criterion (the judges plugin does for its rubric), and
+a judged field that no plugin registered is still scored, by :func:`score_for` (so a new
+rubric's scores are never dropped silently).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from crsbench.metrics.base import JUDGE, MeanMetric
-
-JUDGE_METRICS = ("emotional_intensity", "emotional_persuasiveness", "logical_persuasiveness",
-                 "informativeness", "lifelikeness")
 
 
 class JudgeScore(MeanMetric):
@@ -27,5 +27,6 @@ class JudgeScore(MeanMetric):
         return np.nan_to_num(values), np.isfinite(values)
 
 
-def all_metrics() -> list[JudgeScore]:
-    return [JudgeScore(name) for name in JUDGE_METRICS]
+def score_for(name: str) -> JudgeScore:
+    """The mean-score metric of a judged field that no plugin registered."""
+    return JudgeScore(name)

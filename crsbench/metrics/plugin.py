@@ -4,7 +4,8 @@ from crsbench import hookimpl
 
 @hookimpl
 def register_metrics(register):
-    from crsbench.metrics import generation, judge, recommendation
+    from crsbench.metrics import generation, recommendation
 
-    for metric in recommendation.all_metrics() + generation.all_metrics() + judge.all_metrics():
+    # Judge metrics are registered with their rubrics (crsbench.metrics.judge).
+    for metric in recommendation.all_metrics() + generation.all_metrics():
         register(metric)

@@ -3,7 +3,10 @@
 Every target item is its own unit (a sample with three targets gives three units), ranked
 against the full catalogue, as UniCRS and ECR count. Unit fields: ``rank`` (float array,
 1-based, ``inf`` = the model did not rank the item) and ``feedback`` ("liked" /
-"disliked" / "unknown").
+"disliked" / "unknown"; ``None`` on a task without feedback).
+
+Metrics with ``needs_feedback = True`` (RT@k, AUC) are undefined without feedback: the
+harness does not compute them for a task that has none (``Task.has_feedback = False``).
 """
 from __future__ import annotations
 
@@ -87,6 +90,7 @@ class RTAtK(_AtK):
     """
 
     prefix = "rt"
+    needs_feedback = True
 
     def __init__(self, k: int):
         super().__init__(k)
@@ -112,6 +116,7 @@ class AUC(Metric):
 
     name = "auc"
     kind = RECOMMENDATION
+    needs_feedback = True
     description = "AUC of liked vs disliked targets (score = -rank, ties count 1/2) over the whole split."
 
     def prepare(self, units):

@@ -6,6 +6,7 @@ Resumable: an interrupted stage restarts from its last complete epoch; batches o
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -59,6 +60,8 @@ def train_stage(name: str, module: torch.nn.Module, batches: Callable[[int], Ite
         log.info("%s epoch %d: loss %.4f %s", name, epoch + 1, state["epoch_loss"][-1],
                  " ".join(f"{k} {v:.4f}" for k, v in scores.items()))
         save_epoch(stage_dir, epoch + 1, module, optimizer, state)
+        # test hook: a pause after each saved epoch, so a test can kill a run mid-stage
+        time.sleep(float(os.environ.get("CRSBENCH_TEST_EPOCH_DELAY") or 0))
 
     plot_curves({f"{name} loss": state["losses"]}, stage_dir / "loss.png", title=name,
                 smooth=max(1, len(state["losses"]) // 20))

@@ -43,7 +43,7 @@ FORMAT = "crsbench-critic"
 FORMAT_VERSION = 1
 
 DEFAULTS: dict[str, Any] = {
-    "metrics": None,          # None: crsbench.judge.METRICS
+    "metrics": None,          # None: the registered rubric's metrics (judge_metrics())
     "hidden": 64,             # hidden units per head
     "context_turns": 2,       # context turns before the response that the critic sees
     "score_min": 0.0,         # judge scale, mapped to [0, 1]
@@ -71,9 +71,10 @@ MIN_TARGET_STD = 1e-3  # in [0, 1] units: 0.009 judge points
 
 
 def judge_metrics() -> list[str]:
-    from crsbench.judge import METRICS
+    """The metrics of the registered judge rubric (when exactly one is registered)."""
+    from crsbench.rubric import resolve_rubric
 
-    return list(METRICS)
+    return list(resolve_rubric(None).metrics)
 
 
 def encoder_id(encoder) -> str:

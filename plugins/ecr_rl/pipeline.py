@@ -129,7 +129,8 @@ def train_rl(state, cfg: dict, data, context) -> dict:
         for d in descs:
             pairs.append((list(s["context"]), f"{filled} {d}".strip()))
             kinds.append("ecr_sample")
-    judge = make_judge(rcfg["judge"])
+    # the task's default rubric unless the judge spec names one
+    judge = make_judge({"rubric": getattr(data, "default_rubric", None), **rcfg["judge"]})
     scores = judge.score([JudgeInput(c, r) for c, r in pairs])
     ok = [k for k, sc in enumerate(scores) if sc.ok]
     report["judge"] = dict(judge.describe(), n_pairs=len(pairs), n_failed=len(pairs) - len(ok), stats=judge.stats(),
@@ -145,7 +146,8 @@ def train_rl(state, cfg: dict, data, context) -> dict:
 
     # 2. critic, validated on held-out pairs before it may drive training
     t0 = time.perf_counter()
-    critic_report = train_critic([pairs[k] for k in ok], [scores[k].scores for k in ok], rcfg["critic"],
+    critic_cfg = {**rcfg["critic"], "metrics": rcfg["critic"].get("metrics") or list(judge.metrics)}
+    critic_report = train_critic([pairs[k] for k in ok], [scores[k].scores for k in ok], critic_cfg,
                                  out_dir / "critic", seed=context.seed, encoder=state.encoder.encoder)
     report["critic"] = {k: v for k, v in critic_report.items() if k != "config"}
     timings["critic"] = time.perf_counter() - t0

@@ -3,7 +3,7 @@ llama.cpp server, Ollama, ...). Standard library only: urllib for HTTP, a thread
 bounded concurrency.
 
 One request per pair asks for all five scores as a JSON object (the prompt of
-``crsbench.judge.build_prompt(context, response)``); :func:`parse_scores` reads the JSON
+``Rubric.build_prompt(context, response)`` of the judge's rubric); :func:`parse_scores` reads the JSON
 object, or ``metric: N`` lines when the model wrote prose. Transient failures (timeouts,
 connection errors, HTTP 5xx and 429) are retried with exponential backoff; other 4xx errors
 are not. A pair that still fails, or whose answer cannot be parsed, gets
@@ -19,11 +19,11 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from typing import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from crsbench.errors import UserError
-from crsbench.judge import (DEFAULT_MAX_TURN_CHARS, DEFAULT_MAX_TURNS, METRICS, SYSTEM_PROMPT, Judge, JudgeInput,
-                            JudgeScore, build_prompt, check_score)
+from crsbench.judge import Judge, JudgeInput, JudgeScore, check_score
 
 OPTIONS = {"base_url", "model", "model_id", "api_key_env", "timeout", "max_retries", "backoff", "max_backoff",
            "concurrency", "temperature", "max_tokens", "json_mode", "max_context_turns", "max_turn_chars"}
@@ -54,11 +54,11 @@ def _norm_key(key: str) -> str:
     return _KEY_RE.sub("_", str(key).lower()).strip("_")
 
 
-def _from_mapping(obj: dict) -> dict[str, float]:
+def _from_mapping(obj: dict, metrics: Sequence[str]) -> dict[str, float]:
     found = {}
     for key, value in obj.items():
         metric = _norm_key(key)
-        if metric not in METRICS:
+        if metric not in metrics:
             continue
         if isinstance(value, dict):  # {"informativeness": {"score": 7, "reason": ...}}
             value = next((value[k] for k in ("score", "value", "rating") if k in value), None)
@@ -78,12 +78,13 @@ def _json_candidates(text: str):
         yield text[start:end + 1]
 
 
-_LINE_RE = {m: re.compile(r"[\"']?" + m.replace("_", r"[\s_-]*") + r"[\"']?\s*(?:\*\*)?\s*[:=\-]\s*(?:\*\*)?\s*"
-                          r"(\d+(?:\.\d+)?)(?!\d)", re.I) for m in METRICS}
+def _line_pattern(metric: str) -> re.Pattern:
+    return re.compile(r"[\"']?" + metric.replace("_", r"[\s_-]*") + r"[\"']?\s*(?:\*\*)?\s*[:=\-]\s*(?:\*\*)?\s*"
+                      r"(\d+(?:\.\d+)?)(?!\d)", re.I)
 
 
-def parse_scores(text: str) -> dict[str, float]:
-    """The five scores in a judge's answer: a JSON object (possibly inside a code fence or
+def parse_scores(text: str, metrics: Sequence[str]) -> dict[str, float]:
+    """The scores of ``metrics`` in a judge's answer: a JSON object (possibly inside a code fence or
     surrounded by prose), or ``metric: N`` lines. Raises ``ValueError`` naming what is
     missing or out of range."""
     if not isinstance(text, str) or not text.strip():
@@ -98,20 +99,20 @@ def parse_scores(text: str) -> dict[str, float]:
             if isinstance(obj.get("scores"), dict):
                 obj = obj["scores"]
             try:
-                found = _from_mapping(obj)
+                found = _from_mapping(obj, metrics)
             except (TypeError, ValueError) as exc:
                 problems.append(str(exc))
                 continue
-            if set(found) == set(METRICS):
+            if set(found) == set(metrics):
                 return found
     found = {}
-    for metric, pattern in _LINE_RE.items():
-        match = pattern.search(text)
+    for metric in metrics:
+        match = _line_pattern(metric).search(text)
         if match:
             found[metric] = check_score(match.group(1))
-    if set(found) == set(METRICS):
+    if set(found) == set(metrics):
         return found
-    missing = [m for m in METRICS if m not in found]
+    missing = [m for m in metrics if m not in found]
     detail = f"; {problems[0]}" if problems else ""
     raise ValueError(f"no score for {', '.join(missing)}{detail}")
 
@@ -156,8 +157,6 @@ class OpenAIJudge(Judge):
         if self.timeout <= 0 or self.max_retries < 0 or self.backoff < 0 or self.concurrency < 1:
             raise UserError(f"judge {self.name!r}: need timeout > 0, max_retries >= 0, backoff >= 0, concurrency >= 1")
         self.json_mode = bool(cfg["json_mode"])
-        self.max_turns = int(cfg.get("max_context_turns", DEFAULT_MAX_TURNS))
-        self.max_turn_chars = int(cfg.get("max_turn_chars", DEFAULT_MAX_TURN_CHARS))
         self._sleep = time.sleep  # tests may replace it
 
     @property
@@ -177,10 +176,11 @@ class OpenAIJudge(Judge):
         return headers
 
     def request_body(self, item: JudgeInput) -> dict:
-        prompt = build_prompt(item.context, item.response, None, roles=item.roles, max_turns=self.max_turns,
-                              max_turn_chars=self.max_turn_chars)
+        prompt = self.rubric.build_prompt(item.context, item.response, None, roles=item.roles,
+                                          max_turns=self.max_turns, max_turn_chars=self.max_turn_chars)
         body = {"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens,
-                "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]}
+                "messages": [{"role": "system", "content": self.rubric.system_prompt},
+                             {"role": "user", "content": prompt}]}
         if self.json_mode:
             body["response_format"] = {"type": "json_object"}
         return body
@@ -253,7 +253,7 @@ class OpenAIJudge(Judge):
                 self.count("parse_failures")
                 return JudgeScore(None, f"parse failure: {exc}")
             try:
-                return JudgeScore(parse_scores(content))
+                return JudgeScore(parse_scores(content, self.metrics))
             except ValueError as exc:
                 self.count("parse_failures")
                 return JudgeScore(None, f"parse failure: {exc}; answer: {content[:ERROR_BODY_CHARS]!r}")

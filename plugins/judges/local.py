@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from crsbench.errors import UserError
-from crsbench.judge import (ANSWER_PREFIX, DEFAULT_MAX_TURN_CHARS, DEFAULT_MAX_TURNS, METRICS, RUBRIC_TEXT,
-                            SYSTEM_PROMPT, Judge, JudgeInput, JudgeScore, prompt_parts)
+from crsbench.judge import Judge, JudgeInput, JudgeScore
 
 DIGITS = tuple(str(d) for d in range(10))
 OPTIONS = {"model", "model_id", "gguf_file", "device", "dtype", "batch_size", "max_context_turns",
@@ -104,8 +103,6 @@ class LocalJudge(Judge):
         self.device_option = options.get("device", "auto")
         self.dtype_option = str(options.get("dtype", "auto"))
         self.batch_size = int(options.get("batch_size", 8))
-        self.max_turns = int(options.get("max_context_turns", DEFAULT_MAX_TURNS))
-        self.max_turn_chars = int(options.get("max_turn_chars", DEFAULT_MAX_TURN_CHARS))
         self.chat_template = options.get("chat_template", "auto")
         self.share_prefix = bool(options.get("share_prefix", True))
         self.max_length = options.get("max_length")
@@ -192,8 +189,7 @@ class LocalJudge(Judge):
         self._cache_kw = "cache" if "cache" in inspect.signature(self._model.forward).parameters else "past_key_values"
         return self._model, self._tokenizer
 
-    @staticmethod
-    def _digit_plan(tokenizer) -> tuple[str, list[int]]:
+    def _digit_plan(self, tokenizer) -> tuple[str, list[int]]:
         """How the answer continues: if " 7" is one token, the prompt ends with the answer
         prefix and the digits are " 0".." 9"; otherwise (digits split from spaces, as in
         SmolLM2) the prompt ends with the prefix and a space and the digits are "0".."9"."""
@@ -203,10 +199,10 @@ class LocalJudge(Judge):
 
         spaced = [single(" " + d) for d in DIGITS]
         if all(i is not None for i in spaced) and len(set(spaced)) == 10:
-            return ANSWER_PREFIX, spaced
+            return self.rubric.answer_prefix, spaced
         plain = [single(d) for d in DIGITS]
         if all(i is not None for i in plain) and len(set(plain)) == 10:
-            return ANSWER_PREFIX + " ", plain
+            return self.rubric.answer_prefix + " ", plain
         raise UserError("judge: the tokenizer does not spell the digits 0-9 as single tokens")
 
     def _use_chat(self, tokenizer) -> bool:
@@ -221,15 +217,16 @@ class LocalJudge(Judge):
         answer prefix per metric. A prompt is ``common + item_part + suffixes[k]``."""
         _, tokenizer = self.load()
         answer, _ = self._plan
-        parts = [prompt_parts(item.context, item.response, m, roles=item.roles, max_turns=self.max_turns,
-                              max_turn_chars=self.max_turn_chars) for m in METRICS]
+        parts = [self.rubric.prompt_parts(item.context, item.response, m, roles=item.roles,
+                                          max_turns=self.max_turns, max_turn_chars=self.max_turn_chars)
+                 for m in self.metrics]
         shared = parts[0][0]
         if not self._use_chat(tokenizer):
             prefix, suffixes = shared, [q + "\n" + answer for _, q in parts]
         else:
             prefix, suffixes = None, []
             for _, question in parts:
-                messages = [{"role": "system", "content": SYSTEM_PROMPT},
+                messages = [{"role": "system", "content": self.rubric.system_prompt},
                             {"role": "user", "content": shared + question}]
                 text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
                 cut = text.find(shared)
@@ -242,7 +239,7 @@ class LocalJudge(Judge):
                 elif text[:cut] != prefix:
                     raise UserError(f"judge {self.name!r}: the chat template does not keep a shared prefix")
                 suffixes.append(text[cut:] + answer)
-        common_end = prefix.find(RUBRIC_TEXT) + len(RUBRIC_TEXT)
+        common_end = prefix.find(self.rubric.text) + len(self.rubric.text)
         return prefix[:common_end], prefix[common_end:], suffixes
 
     def _encode(self, item: JudgeInput) -> tuple[list[int], list[int], list[list[int]]]:
@@ -294,7 +291,7 @@ class LocalJudge(Judge):
             probs = self.digit_probabilities([encoded[i] for i in batch])  # (B, 5, 10)
             expected = (probs * torch.arange(10, dtype=probs.dtype)).sum(-1)
             for row, i in enumerate(batch):
-                results[i] = JudgeScore({m: float(expected[row, k]) for k, m in enumerate(METRICS)})
+                results[i] = JudgeScore({m: float(expected[row, k]) for k, m in enumerate(self.metrics)})
         self.count("scored", len(ok))
         return results  # type: ignore[return-value]
 

@@ -1,5 +1,5 @@
 """Built-in judges: ``local`` (alias ``transformers``), ``smollm2`` (the offline default),
-``openai`` (alias ``http``) and ``mean``.
+``openai`` (alias ``http``) and ``mean``; and the ``ecr-subjective-v1`` rubric.
 
 Registering imports only the standard library and ``crsbench.judge``: torch and
 transformers load when a local judge first scores (tests/test_judges.py checks this).
@@ -15,3 +15,21 @@ def register_judges(register):
 
     for judge_class in (LocalJudge, TransformersJudge, SmolLM2Judge, OpenAIJudge, HTTPJudge, MeanJudge):
         register(judge_class)
+
+
+@hookimpl
+def register_rubrics(register):
+    from crsbench_plugins.judges.rubrics import RUBRICS
+
+    for rubric in RUBRICS:
+        register(rubric)
+
+
+@hookimpl
+def register_metrics(register):
+    """One mean-score metric per criterion of this plugin's rubrics."""
+    from crsbench.metrics.judge import JudgeScore
+    from crsbench_plugins.judges.rubrics import RUBRICS
+
+    for name in dict.fromkeys(m for rubric in RUBRICS for m in rubric.metrics):
+        register(JudgeScore(name))

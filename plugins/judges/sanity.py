@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 
-from crsbench.judge import METRICS, JudgeInput
+from crsbench.judge import JudgeInput
 
 CONDITIONS = ("ground_truth", "mismatched", "truncated", "generic")
 GENERIC_REPLY = "I don't know."
@@ -66,7 +66,8 @@ def evaluate(judge, samples: list[dict]) -> dict:
     for c, rows in by_condition.items():
         ok = [r for r in rows if r.ok]
         report["failed"][c] = n - len(ok)
-        report["means"][c] = {m: round(statistics.fmean(r.scores[m] for r in ok), 3) if ok else None for m in METRICS}
+        report["means"][c] = {m: round(statistics.fmean(r.scores[m] for r in ok), 3) if ok else None
+                              for m in judge.metrics}
         overall[c] = [statistics.fmean(r.scores.values()) if r.ok else None for r in rows]
         vals = [v for v in overall[c] if v is not None]
         report["overall"][c] = round(statistics.fmean(vals), 3) if vals else None
@@ -80,11 +81,12 @@ def evaluate(judge, samples: list[dict]) -> dict:
 
 
 def format_report(report: dict) -> str:
+    metrics = report["judge"]["metrics"]
     lines = [f"judge {report['judge']['model']} (rubric {report['judge']['rubric_version']}), "
              f"{report['n']} samples x {len(CONDITIONS)} conditions in {report['seconds']}s "
              f"({report['seconds_per_pair']}s per pair)", "",
-             "| condition | " + " | ".join(METRICS) + " | mean | std | range | GT beats it |",
-             "|---" * (len(METRICS) + 5) + "|"]
+             "| condition | " + " | ".join(metrics) + " | mean | std | range | GT beats it |",
+             "|---" * (len(metrics) + 5) + "|"]
     for c in CONDITIONS:
         means = " | ".join("–" if v is None else f"{v:.2f}" for v in report["means"][c].values())
         beats = "" if c == "ground_truth" else f"{report['gt_beats'][c]:.0%}"

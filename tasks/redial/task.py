@@ -66,6 +66,7 @@ class RedialTask(Task):
     version = "1.0"
     description = "ReDial movie recommendation dialogues (test: official test split)"
     protocols = ("standard", "dedup")
+    default_rubric = "ecr-subjective-v1"  # registered by the judges plugin (movie recommendations)
 
     def __init__(self, data_dir: str | None = None):
         super().__init__(data_dir)

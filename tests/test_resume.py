@@ -1,0 +1,193 @@
+"""Runs that survive a kill, refuse a concurrent twin, and keep their last result on a full disk.
+
+Real subprocesses (``crsbench run ecr --profile smoke``) are killed with SIGKILL mid-stage
+and mid-prediction, then rerun with the same command; the final metrics must equal those
+of an uninterrupted run with the same seed. Two test hooks slow the run down so the kill
+lands where intended: ``CRSBENCH_TEST_EPOCH_DELAY`` (after each saved training epoch) and
+``CRSBENCH_TEST_PREDICT_DELAY`` (after each prediction batch).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CLI = "import sys; from crsbench.cli import main; main(sys.argv[1:])"
+RUN = ["run", "ecr", "--task", "redial", "--profile", "smoke", "--limit", "6", "--n-bootstrap", "20",
+       "--device", "cpu", "--no-progress", "--batch-size", "4"]
+RUN_NAME = "ecr_redial_smoke_s0_n6"
+
+
+def env(**extra) -> dict:
+    out = {k: v for k, v in os.environ.items() if k not in ("CRSBENCH_PLUGINS",)}
+    out.update({k: str(v) for k, v in extra.items()})
+    return out
+
+
+def start(out_dir: Path, **extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CLI, *RUN, "--output-dir", str(out_dir)], env=env(**extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(out_dir: Path, **extra) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", CLI, *RUN, "--output-dir", str(out_dir)], env=env(**extra),
+                          capture_output=True, text=True, timeout=900)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before the kill point:\n{proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("the kill point was never reached")
+        time.sleep(0.05)
+
+
+def log_has(run_dir: Path, text: str):
+    def check():
+        log = run_dir / "log.txt"
+        return log.exists() and text in log.read_text(encoding="utf-8")
+    return check
+
+
+def metrics(run_dir: Path) -> dict:
+    result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+    return {key: cell["value"] for key, cell in result["metrics"].items()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("whole")
+    proc = finish(out)
+    assert proc.returncode == 0, proc.stderr
+    return metrics(out / RUN_NAME)
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_training_stage_then_rerun_gives_the_same_metrics(uninterrupted, tmp_path):
+    run_dir = tmp_path / RUN_NAME
+    proc = start(tmp_path, CRSBENCH_TEST_EPOCH_DELAY=30)
+    saved = run_dir / "checkpoints" / "stage2_recommendation" / "epoch-1" / "state.json"
+    wait_for(saved.exists, proc)  # stage 2: epoch 1 saved, epoch 2 not run (the hook pauses)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run_dir / "result.json").exists()
+    assert not (run_dir / "checkpoints" / "stage2_recommendation" / "done.json").exists()
+
+    rerun = finish(tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    log = (run_dir / "log.txt").read_text(encoding="utf-8")
+    assert "stage1: already trained" in log and "stage2: resuming after epoch 1" in log
+    assert metrics(run_dir) == uninterrupted
+
+
+@pytest.mark.slow
+def test_sigkill_during_prediction_then_rerun_resumes_and_gives_the_same_metrics(uninterrupted, tmp_path):
+    run_dir = tmp_path / RUN_NAME
+    partial = run_dir / "predictions.partial.jsonl"
+    proc = start(tmp_path, CRSBENCH_TEST_PREDICT_DELAY=30)
+    wait_for(lambda: partial.exists() and partial.read_text(encoding="utf-8").count("\n") >= 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (run_dir / "result.json").exists() and not (run_dir / "predictions.jsonl").exists()
+    with open(partial, "a", encoding="utf-8") as fh:
+        fh.write('{"pass": "rec", "batch": 1, "idx": [4')  # a line torn by the kill: dropped on resume
+
+    rerun = finish(tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "prediction: resuming after 1 finished batches" in (run_dir / "log.txt").read_text(encoding="utf-8")
+    assert not partial.exists()
+    assert metrics(run_dir) == uninterrupted
+
+
+POPULARITY = ["run", "popularity", "--task", "redial", "--limit", "5", "--n-bootstrap", "10", "--no-progress",
+              "--batch-size", "4"]
+
+
+def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
+    from crsbench.runs import RunLock
+
+    command = [sys.executable, "-c", CLI, *POPULARITY, "--output-dir", str(tmp_path)]
+    run_dir = tmp_path / "popularity_redial_default_s0_n5"
+    with RunLock(run_dir):  # held by this process, through the public helper
+        held = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env())
+    assert held.returncode == 2
+    assert held.stderr.strip().splitlines() == [
+        f"Error: another crsbench run (pid {os.getpid()}) is using {run_dir}; "
+        "wait for it to finish or pass --output-dir to run elsewhere"]
+    assert not run_dir.exists()  # refused before writing anything
+
+    # two real runs at once: the second is refused, the first finishes undisturbed
+    first = subprocess.Popen(command, env=env(CRSBENCH_TEST_PREDICT_DELAY=3), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (run_dir / "predictions.partial.jsonl").exists(), first)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env())
+    assert second.returncode == 2 and f"another crsbench run (pid {first.pid})" in second.stderr
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+    assert result["evaluation"]["limit"] == 5 and result["metrics"]["standard/recall@50"]["n"] > 0
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env())
+    assert again.returncode == 0, again.stderr  # the lock went with its process
+
+
+FULL_DISK = """
+import json, resource, signal, sys
+from crsbench.results import write_json_atomic
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    write_json_atomic(sys.argv[1], {"metrics": {"x" * 64 + str(i): i for i in range(2000)}})
+except Exception as exc:
+    print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+"""
+
+
+def test_a_full_disk_leaves_the_previous_result_intact(tmp_path):
+    import errno
+
+    from crsbench.results import write_json_atomic
+
+    target = tmp_path / "result.json"
+    write_json_atomic(target, {"metrics": {"standard/recall@10": 0.25}})
+    before = target.read_bytes()
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(target)], capture_output=True, text=True,
+                          timeout=120, env=env())
+    assert proc.returncode == 0, proc.stderr
+    error = json.loads(proc.stdout)  # the write really failed, and says so clearly
+    assert error["error"] == "UserError" and error["message"] == \
+        f"could not write {target}: {os.strerror(errno.EFBIG)}; the previous result.json is unchanged"
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]  # no temp file left
+
+
+FULL_DISK_CLI = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+from crsbench.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_full_disk_during_evaluate_is_one_error_line(tmp_path, run_crsbench):
+    proc = run_crsbench("run", "popularity", "--task", "redial", "--limit", "5", "--n-bootstrap", "10",
+                        "--no-progress", "--output-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "popularity_redial_default_s0_n5"
+    before = (run_dir / "result.json").read_bytes()
+    assert len(before) > 4096  # so rewriting it must fail under the limit
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK_CLI, "evaluate", str(run_dir)],
+                          capture_output=True, text=True, timeout=300, env=env())
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: could not write {run_dir / 'result.json'}: File too large; the previous result.json is unchanged"]
+    assert (run_dir / "result.json").read_bytes() == before
