@@ -134,7 +134,7 @@ def test_judges_are_registered_through_the_registry():
     registry.register_plugin(judges_plugin, "judges")
     entries = registry.judges()
     assert set(entries) == BUILTIN
-    assert registry.plugins["judges"].error is None and registry.plugins["judges"].hooks == ["register_judges", "register_rubrics"]
+    assert registry.plugins["judges"].error is None and registry.plugins["judges"].hooks == ["register_judges", "register_metrics", "register_rubrics"]
     assert all(issubclass(e.obj, Judge) and e.obj.description and e.plugin == "judges" for e in entries.values())
     assert entries["http"].obj is HTTPJudge and issubclass(HTTPJudge, OpenAIJudge)
 

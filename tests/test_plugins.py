@@ -199,7 +199,7 @@ def test_crsbench_list_works_despite_broken_plugins(run_crsbench, fake_site):
     assert "Traceback" not in proc.stderr
     models = listed(proc.stdout, "models")
     assert models["popularity"] == "baselines" and models["fake-echo"] == "fake_good"
-    assert listed(proc.stdout, "tasks") == {"redial": "redial"}
+    assert listed(proc.stdout, "tasks") == {"redial": "redial", "inspired": "inspired"}
     metrics = listed(proc.stdout, "metrics")
     assert metrics["recall@10"] == "builtin_metrics" and metrics["fake_always_one"] == "fake_good"
     # The hook that did not fail still registered its metric.
