@@ -173,6 +173,15 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except OSError as exc:
+        from crsbench.results import DISK_FULL_ERRNOS
+
+        if exc.errno not in DISK_FULL_ERRNOS:
+            raise
+        # a full disk outside the atomic writers (a checkpoint, the partial predictions):
+        # rerunning the same command once there is room resumes the run
+        click.echo(f"Error: could not write {exc.filename or 'a file'}: {exc.strerror}", err=True)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -42,10 +42,17 @@ def predict(model, samples: list[dict], items: list[int], find_items=None,
 
     With ``partial`` (a file in the run directory) each finished batch is appended to it and
     flushed to disk, and a rerun continues after the batches found there, so a killed run
-    loses at most one batch. The two passes (rankings, then replies) keep their batches, so
-    a resumed run gets the records an uninterrupted one gets, provided the model's output
-    for a batch does not depend on earlier batches. ``CRSBENCH_TEST_PREDICT_DELAY`` (seconds
-    per batch) is a test hook that slows prediction so a test can kill it midway.
+    loses at most one batch. Lines are trusted only as a prefix of this call's batch plan
+    (same pass, batch number, sample indices and sample ids), so a rerun with another
+    ``--batch-size`` or other samples starts over. The two passes (rankings, then replies)
+    keep their batches, so an uninterrupted run's records are what they were before this
+    file existed, and a resumed run gets the same records provided the model's output for a
+    batch does not depend on random state carried over from earlier batches (models whose
+    output does set ``resumable_predictions = False`` and always predict from the start).
+    A model that caches recommend-pass results for its replies (ECR) recomputes them after a
+    resume in other groupings: equal up to float rounding (no record differed in tests).
+    ``CRSBENCH_TEST_PREDICT_DELAY`` (seconds per batch) is a test hook that slows prediction
+    so a test can kill it midway.
     """
     from tqdm.auto import tqdm
 
@@ -53,53 +60,62 @@ def predict(model, samples: list[dict], items: list[int], find_items=None,
     in_catalogue[items] = True
     records = [_base_record(s) for s in samples]
     delay = float(os.environ.get("CRSBENCH_TEST_PREDICT_DELAY") or 0)
-    done, log_fh = _open_partial(partial, samples)
 
     rec_idx = [i for i, s in enumerate(samples) if s["targets"]]
-    rec_batches = list(_batches(rec_idx, batch_size))
-    bar = tqdm(total=len(rec_idx), desc="recommend", unit="sample", disable=not progress)
-    for number, idx in enumerate(rec_batches):
-        if ("rec", number) in done:
-            for i, fields in zip(idx, done[("rec", number)]):
-                records[i].update(fields)
-        else:
-            rankings = model.recommend([samples[i] for i in idx])
-            if len(rankings) != len(idx):
-                raise ValueError(f"model {model.name!r} returned {len(rankings)} rankings for {len(idx)} samples")
-            for i, ranking in zip(idx, rankings):
-                _add_ranks(records[i], _clean_ranking(ranking, in_catalogue), len(in_catalogue))
-            _append(log_fh, "rec", number, idx, samples, [{k: records[i][k] for k in RANK_FIELDS} for i in idx])
-            time.sleep(delay)
-        bar.update(len(idx))
-    bar.close()
-
+    plan = [("rec", number, idx) for number, idx in enumerate(_batches(rec_idx, batch_size))]
     if model.generates:
-        bar = tqdm(total=len(samples), desc="generate", unit="sample", disable=not progress)
-        for number, idx in enumerate(_batches(list(range(len(samples))), batch_size)):
-            texts = done.get(("gen", number))
-            if texts is None:
-                texts = model.generate([samples[i] for i in idx])
-                if len(texts) != len(idx):
-                    raise ValueError(f"model {model.name!r} returned {len(texts)} responses for {len(idx)} samples")
-                _append(log_fh, "gen", number, idx, samples, list(texts))
-                time.sleep(delay)
-            for i, text in zip(idx, texts):
-                records[i]["response"] = text
-                records[i]["hyp_items"] = count_item_mentions(text, find_items)
+        plan += [("gen", number, idx) for number, idx in enumerate(_batches(list(range(len(samples))), batch_size))]
+    if not getattr(model, "resumable_predictions", True):
+        partial = None
+    done, log_fh = _open_partial(partial, plan, samples)
+    try:
+        bar = tqdm(total=len(rec_idx), desc="recommend", unit="sample", disable=not progress)
+        for kind, number, idx in plan:
+            if kind == "gen" and number == 0:
+                bar.close()
+                bar = tqdm(total=len(samples), desc="generate", unit="sample", disable=not progress)
+            values = done.get((kind, number))
+            if kind == "rec":
+                if values is None:
+                    rankings = model.recommend([samples[i] for i in idx])
+                    if len(rankings) != len(idx):
+                        raise ValueError(f"model {model.name!r} returned {len(rankings)} rankings for {len(idx)} samples")
+                    for i, ranking in zip(idx, rankings):
+                        _add_ranks(records[i], _clean_ranking(ranking, in_catalogue), len(in_catalogue))
+                    _append(log_fh, kind, number, idx, samples, [{k: records[i][k] for k in RANK_FIELDS} for i in idx])
+                    time.sleep(delay)
+                else:
+                    for i, fields in zip(idx, values):
+                        records[i].update(fields)
+            else:
+                if values is None:
+                    values = model.generate([samples[i] for i in idx])
+                    if len(values) != len(idx):
+                        raise ValueError(f"model {model.name!r} returned {len(values)} responses for {len(idx)} samples")
+                    _append(log_fh, kind, number, idx, samples, list(values))
+                    time.sleep(delay)
+                for i, text in zip(idx, values):
+                    records[i]["response"] = text
+                    records[i]["hyp_items"] = count_item_mentions(text, find_items)
             bar.update(len(idx))
         bar.close()
-    if log_fh is not None:
-        log_fh.close()
+    finally:
+        if log_fh is not None:
+            try:
+                log_fh.close()
+            except OSError:  # only after a failed append, whose error is already on its way
+                pass
     return records
 
 
 RANK_FIELDS = ("targets", "context_item_ranks", "top")
 
 
-def _open_partial(path: Path | None, samples: list[dict]):
+def _open_partial(path: Path | None, plan: list[tuple[str, int, list[int]]], samples: list[dict]):
     """Batches already in the partial file ({(pass, number): values}) and the file, open to
-    append. Lines are trusted only while they name the same samples in the same order; a
-    torn last line (a kill mid-write) and everything after a mismatch are dropped."""
+    append. The file's lines are trusted while they repeat ``plan`` in order (same pass, batch,
+    sample indices and ids); a torn last line (a kill mid-write) and everything from the first
+    line that does not match are dropped from the file."""
     if path is None:
         return {}, None
     import logging
@@ -108,35 +124,44 @@ def _open_partial(path: Path | None, samples: list[dict]):
     done: dict[tuple[str, int], list] = {}
     keep = 0
     if path.exists():
-        ids = [s["sample_id"] for s in samples]
         with open(path, "rb") as fh:
-            for raw in fh:
+            for (kind, number, idx), raw in zip(plan, fh):
                 try:
-                    if not raw.endswith(b"\n"):
-                        break
-                    row = json.loads(raw)
-                    if [ids[i] for i in row["idx"]] != row["sample_ids"]:
-                        break
-                except (ValueError, KeyError, IndexError, TypeError):
+                    row = json.loads(raw) if raw.endswith(b"\n") else None
+                    ok = (row is not None and row["pass"] == kind and row["batch"] == number
+                          and row["idx"] == list(idx) and len(row["values"]) == len(idx)
+                          and row["sample_ids"] == [samples[i]["sample_id"] for i in idx])
+                except (ValueError, KeyError, TypeError):
+                    ok = False
+                if not ok:
                     break
-                done[(row["pass"], row["batch"])] = row["values"]
+                done[(kind, number)] = row["values"]
                 keep += len(raw)
         with open(path, "r+b") as fh:  # drop what was not trusted, so appends stay clean
             fh.truncate(keep)
         if done:
-            logging.getLogger("crsbench").info("prediction: resuming after %d finished batches (%s)",
-                                               len(done), path.name)
+            logging.getLogger("crsbench").info("prediction: resuming after %d of %d batches (%s)",
+                                               len(done), len(plan), path.name)
     return done, open(path, "a", encoding="utf-8")
 
 
 def _append(fh, kind: str, number: int, idx: list[int], samples: list[dict], values: list) -> None:
     if fh is None:
         return
-    fh.write(json.dumps({"pass": kind, "batch": number, "idx": list(idx),
-                         "sample_ids": [samples[i]["sample_id"] for i in idx], "values": values},
-                        ensure_ascii=False) + "\n")
-    fh.flush()
-    os.fsync(fh.fileno())
+    try:
+        fh.write(json.dumps({"pass": kind, "batch": number, "idx": list(idx),
+                             "sample_ids": [samples[i]["sample_id"] for i in idx], "values": values},
+                            ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    except OSError as exc:
+        from crsbench.errors import UserError
+        from crsbench.results import DISK_FULL_ERRNOS
+
+        if exc.errno not in DISK_FULL_ERRNOS:
+            raise
+        raise UserError(f"could not write {fh.name}: {exc.strerror}; the batches before it are kept "
+                        "and a rerun of the same command resumes after them") from None
 
 
 def count_item_mentions(text: str, find_items=None) -> int:

@@ -47,6 +47,10 @@ class Model:
     description: ClassVar[str] = ""
     generates: ClassVar[bool] = False
     profiles: ClassVar[dict[str, dict[str, Any]]] = {"default": {}}
+    # A killed run resumes prediction after the batches already stored, which gives the
+    # records of an uninterrupted run only if a batch's output does not depend on random
+    # state carried over from earlier batches; a model whose output does sets this False.
+    resumable_predictions: ClassVar[bool] = True
 
     def __init__(self, config: dict[str, Any], context: RunContext):
         self.config = config

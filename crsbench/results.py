@@ -44,7 +44,8 @@ DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 def disk_full_error(path: Path, exc: OSError) -> UserError:
     """A full disk (or a file-size limit) is the user's to fix: one clear line, no traceback."""
-    return UserError(f"could not write {path}: {exc.strerror or exc}; the previous {Path(path).name} is unchanged")
+    kept = f"the previous {Path(path).name} is unchanged" if Path(path).exists() else "nothing was written"
+    return UserError(f"could not write {path}: {exc.strerror or exc}; {kept}")
 
 
 # version -> function turning a result of that version into the next version

@@ -16,6 +16,7 @@ class RandomModel(Model):
     name = "random"
     version = "1.0"
     description = "Uniformly random ranking of the catalogue (seeded)."
+    resumable_predictions = False  # one generator draws every batch's permutations in turn
 
     def fit(self, data) -> None:
         self.items = np.array(sorted(data.items))

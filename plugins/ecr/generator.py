@@ -110,8 +110,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.Pat
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK,
         clean_up_tokenization_spaces=False)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(str(out_dir))
+    # Saved to a temp dir, then renamed: a run killed mid-save leaves no tokenizer.json that a
+    # rerun would load without the files written after it.
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
     return tokenizer
 
 

@@ -60,8 +60,8 @@ def train_stage(name: str, module: torch.nn.Module, batches: Callable[[int], Ite
         log.info("%s epoch %d: loss %.4f %s", name, epoch + 1, state["epoch_loss"][-1],
                  " ".join(f"{k} {v:.4f}" for k, v in scores.items()))
         save_epoch(stage_dir, epoch + 1, module, optimizer, state)
-        # test hook: a pause after each saved epoch, so a test can kill a run mid-stage
-        time.sleep(float(os.environ.get("CRSBENCH_TEST_EPOCH_DELAY") or 0))
+        if epoch + 1 < cfg["epochs"]:  # test hook: a pause between epochs, to kill a run mid-stage
+            time.sleep(float(os.environ.get("CRSBENCH_TEST_EPOCH_DELAY") or 0))
 
     plot_curves({f"{name} loss": state["losses"]}, stage_dir / "loss.png", title=name,
                 smooth=max(1, len(state["losses"]) // 20))
