@@ -60,8 +60,12 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="extra arguments passed to crsbench run (after --)")
     args = parser.parse_args()
     rows = [bench_one(m, args.task, args.extra, args.cold, args.keep_runs) for m in args.models]
+    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True, cwd=HERE).stdout.strip())
     report = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
-                          "cpus": os.cpu_count()}, "command": sys.argv, "runs": rows}
+                          "cpus": os.cpu_count()}, "command": sys.argv, "git": git, "git_dirty": dirty,
+              "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "runs": rows}
     out = HERE / "results" / f"{args.task}-{'-'.join(args.models)}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

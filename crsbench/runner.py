@@ -12,6 +12,7 @@ from pathlib import Path
 from crsbench.config import apply_overrides
 from crsbench.errors import DegenerateRunError, UserError
 from crsbench.plugins import get_registry
+from crsbench import distributed
 from crsbench.results import RESULT_FILE, build_result, write_json_atomic
 from crsbench.runs import (CONFIG_FILE, ITEM_NAMES_FILE, PARTIAL_PREDICTIONS_FILE, PREDICTIONS_FILE, RunLock,
                            read_config, write_jsonl_atomic)
@@ -132,6 +133,11 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
               "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
               "model_config": model_config, "protocols": list(task_cls.protocols), "n_bootstrap": n_bootstrap,
               **({"judge": judge, "judge_options": judge_opts, "judge_sample": judge_sample} if judge else {})}
+    if distributed.world_size() > 1:  # under accelerate launch: every process trains, rank 0 writes
+        distributed.init(device)
+        if not distributed.is_main():
+            distributed.barrier()  # rank 0 prepares the run directory first
+            return _train_only(model_cls, model_config, task, limit, run_dir, seed, device, profile, progress)
     lock = RunLock(run_dir).acquire()  # before anything is written there
     try:
         prepare_run_dir(run_dir, config, fresh)
@@ -139,6 +145,8 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
     except BaseException:
         lock.release()
         raise
+    finally:
+        distributed.barrier()
     try:
         for line in registry.refusals():  # a name another plugin claimed first never runs here
             log.warning("%s", line)
@@ -219,6 +227,20 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
         logging.getLogger("crsbench").removeHandler(handler)
         handler.close()
         lock.release()
+
+
+def _train_only(model_cls, model_config, task, limit, run_dir, seed, device, profile, progress) -> Path:
+    """A process other than rank 0: train in step with the others, write nothing, evaluate nothing."""
+    from crsbench.model import RunContext
+    from crsbench.seeding import seed_everything
+
+    seed_everything(seed)
+    data = task.load(limit=limit)
+    if data.default_rubric is None:
+        data.default_rubric = type(task).default_rubric
+    context = RunContext(run_dir=run_dir, seed=seed, device=device, profile=profile, logger=log, progress=False)
+    model_cls(model_config, context).fit(data)
+    return run_dir
 
 
 def evaluation_summary(records, protocols, n_bootstrap, limit, metrics) -> dict:

@@ -34,18 +34,18 @@ def ecr_run(tmp_path_factory):
 def test_ecr_smoke_run_trains_every_stage(ecr_run):
     metrics, result = metrics_of(ecr_run)
     stages = result["extra"]["stages"]
-    for stage in ("emotion", "stage1_fusion", "templates", "stage2_recommendation", "stage3_responses"):
+    for stage in ("emotion", "stage1_pretrain", "templates", "stage2_recommendation", "stage3_responses"):
         assert stage in stages, stage
-    for sub in ("stage1_fusion", "stage2_recommendation", "templates", "responses"):
+    for sub in ("stage1_pretrain", "stage2_recommendation", "templates", "responses"):
         assert (ecr_run / "checkpoints" / sub / "loss.png").stat().st_size > 1000
     assert result["extra"]["switches"] == {"local_emotion": True, "global_entities": True,
                                            "feedback_weighting": True}
     # the process's peak memory at the end of each timed stage (a value covers earlier stages too)
     peaks = result["extra"]["stage_peak_rss_mb"]
-    assert {"emotion_labels", "stage1_fusion", "templates", "stage2_recommendation", "stage3_responses"} <= \
+    assert {"emotion_labels", "stage1_pretrain", "templates", "stage2_recommendation", "stage3_responses"} <= \
         set(peaks) <= set(result["extra"]["stage_seconds"])
     assert all(50 < v <= result["peak_memory_mb"] + 1 for v in peaks.values()), peaks
-    assert peaks["stage3_responses"] >= peaks["stage1_fusion"]  # stage 3 ends after stage 1
+    assert peaks["stage3_responses"] >= peaks["stage1_pretrain"]  # stage 3 ends after stage 1
     for key in ("standard/recall@10", "dedup/recall@10", "standard/rt@10", "standard/auc",
                 "generation/bleu-2", "generation/dist-2", "generation/distinct_ratio-2", "generation/rouge-l",
                 "generation/item_ratio"):
@@ -77,7 +77,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(ecr_run, tmp_path, monkeypa
         with pytest.raises(RuntimeError, match="simulated crash"):
             run("ecr", output_dir=tmp_path, **ARGS)
     run_dir = tmp_path / ecr_run.name
-    assert (run_dir / "checkpoints" / "stage1_fusion" / "done.json").exists()
+    assert (run_dir / "checkpoints" / "stage1_pretrain" / "done.json").exists()
     assert not (run_dir / "result.json").exists()
 
     resumed = run("ecr", output_dir=tmp_path, **ARGS)
@@ -96,34 +96,54 @@ def test_unicrs_turns_emotions_off(tmp_path):
     assert "generation/bleu-1" in metrics
 
 
-@pytest.mark.slow
-def test_paper_profile_code_path_with_tiny_local_models(tmp_path):
+def tiny_backbones(root):
+    """Tiny random-weight models of the paper's architecture classes, saved locally:
+    a GPT-2 (DialoGPT's class) and a RoBERTa, sharing one word-level tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, RobertaConfig,
                               RobertaModel)
 
-    words = "the a movie you i like love watch film great good seen it is was <movie> ? . ,".split()
+    words = "the a movie you i like love watch film great good seen it is was <movie> ? . , User: System:".split()
     vocab = {tok: i for i, tok in enumerate(["<pad>", "<unk>", "<s>", "</s>", "<mask>"] + words)}
     raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", unk_token="<unk>",
                                   bos_token="<s>", eos_token="</s>", mask_token="<mask>")
-    gpt_dir, roberta_dir = tmp_path / "dialogpt-tiny", tmp_path / "roberta-tiny"
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_layer=1, n_head=2, n_embd=32, n_positions=256)
+    gpt_dir, roberta_dir = root / "dialogpt-tiny", root / "roberta-tiny"
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_layer=2, n_head=2, n_embd=32, n_positions=512)
                     ).save_pretrained(gpt_dir)
     tok.save_pretrained(gpt_dir)
-    RobertaModel(RobertaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=64, max_position_embeddings=300, pad_token_id=0)
+    RobertaModel(RobertaConfig(vocab_size=len(vocab), hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=48, max_position_embeddings=300, pad_token_id=0)
                  ).save_pretrained(roberta_dir)
     tok.save_pretrained(roberta_dir)
-    overrides = (f"generator.backbone={gpt_dir}", f"text_encoder={roberta_dir}", "max_train_samples=150",
-                 "stage1.epochs=1", "stage2.epochs=1", "templates.epochs=1", "templates.max_train=100",
-                 "templates.max_new_tokens=6", "responses.epochs=1", "responses.max_new_tokens=6",
-                 "emotion.classifier_train=200", "emotion.classifier_epochs=2")
-    run_dir = run("ecr", task_name="redial", profile="paper", limit=4, n_bootstrap=10, progress=False,
-                  output_dir=tmp_path / "runs", overrides=overrides)
+    return gpt_dir, roberta_dir
+
+
+PAPER_OVERRIDES = ("max_train_samples=150", "stage1.epochs=1", "stage2.epochs=1", "templates.epochs=1",
+                   "templates.max_train=100", "templates.max_new_tokens=6", "responses.epochs=1",
+                   "responses.max_new_tokens=6", "emotion.classifier_train=200", "emotion.classifier_epochs=2")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["ecr", "unicrs"])
+def test_paper_profile_code_path_with_tiny_local_models(model, tmp_path):
+    from crsbench.devices import check_devices
+
+    gpt_dir, roberta_dir = tiny_backbones(tmp_path)
+    overrides = (f"lm.backbone={gpt_dir}", "generator.backbone=lm", f"text_encoder={roberta_dir}",
+                 *PAPER_OVERRIDES)
+    with check_devices() as devices:  # every module call gets its inputs on its own device
+        run_dir = run(model, task_name="redial", profile="paper", limit=4, n_bootstrap=10, progress=False,
+                      output_dir=tmp_path / "runs", overrides=overrides)
+    assert devices == {"cpu"}
     metrics, result = metrics_of(run_dir)
     assert result["model"]["profile"] == "paper"
-    assert result["model"]["config"]["generator"]["backbone"] == str(gpt_dir)
+    assert result["model"]["config"]["lm"]["backbone"] == str(gpt_dir)
     assert result["model"]["config"]["stage2"]["lr"] == 1e-4  # the paper's hyperparameters stay
+    assert result["model"]["config"]["stage2"]["warmup_steps"] == 530
+    lm = result["extra"]["stages"]["lm"]
+    assert lm["backbone"] == str(gpt_dir) and lm["trained"] is False  # a given LM is used frozen as it is
     assert "standard/recall@50" in metrics and "generation/bleu-1" in metrics
+    if model == "ecr":
+        assert "stage3_responses" in result["extra"]["stages"]

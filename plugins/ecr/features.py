@@ -2,13 +2,11 @@
 
 Local emotion-aware entities: each context entity carries the seeker's emotions toward it,
 taken from the seeker utterance that mentions it or, for an entity the recommender
-mentioned, from the seeker's next utterance (the reaction). Global emotion-related
-entities: per emotion label, the entities most over-represented next to that label across
-the training dialogues (lift = P(entity | label) / P(entity), at least ``min_count``).
+mentioned, from the seeker's next utterance (the reaction). Global emotion-aware entities
+come from the co-occurrence of entities under a shared emotion in the training dialogues
+(``emotion_dialogues`` here, counted by ``prompt_model.CoAppearance``).
 """
 from __future__ import annotations
-
-from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -53,27 +51,21 @@ def user_emotion(per_turn: list) -> np.ndarray:
     return np.mean(vecs, axis=0).astype(np.float32) if vecs else np.zeros(N_EMOTIONS, np.float32)
 
 
-def global_entities(samples, emotion_of: dict[str, np.ndarray], top_k: int, min_count: int = 3) -> np.ndarray:
-    """[9, top_k] entity ids per emotion label (-1 pads labels with too few entities)."""
-    pairs = set()  # (dialog, entity, label): each counted once per dialogue
+def emotion_dialogues(samples, emotion_of: dict[str, np.ndarray]) -> list[list[tuple[int, tuple[int, ...]]]]:
+    """Per training dialogue, its context entities in order, each with the labels of the
+    seeker's emotions toward it, most probable first (what ECR's co-occurrence counts read).
+    A dialogue is read from its sample with the longest context, which holds the others."""
+    longest: dict = {}
     for s in samples:
-        per_turn = turn_emotions(s, emotion_of)
-        for entity, emo in zip(s["context_entities"], entity_emotions(s, per_turn)):
-            for label in np.flatnonzero(emo > 0):
-                pairs.add((s["dialog_id"], entity, int(label)))
-    by_label: dict[int, Counter] = defaultdict(Counter)
-    overall = Counter()
-    for _, entity, label in pairs:
-        by_label[label][entity] += 1
-        overall[entity] += 1
-    total = sum(overall.values()) or 1
-    table = np.full((N_EMOTIONS, top_k), -1, dtype=np.int64)
-    for label, counts in by_label.items():
-        n_label = sum(counts.values())
-        lift = {e: (c / n_label) / (overall[e] / total) for e, c in counts.items() if c >= min_count}
-        best = sorted(lift, key=lambda e: (-lift[e], -counts[e], e))[:top_k]
-        table[label, :len(best)] = best
-    return table
+        if len(s["context"]) >= len(longest.get(s["dialog_id"], {"context": ()})["context"]):
+            longest[s["dialog_id"]] = s
+    out = []
+    for dialog_id in sorted(longest, key=str):
+        s = longest[dialog_id]
+        emo = entity_emotions(s, turn_emotions(s, emotion_of))
+        out.append([(int(e), tuple(int(k) for k in np.argsort(-row, kind="stable") if row[k] > 0))
+                    for e, row in zip(s["context_entities"], emo)])
+    return out
 
 
 def pad_entities(lists: list[list[int]], max_len: int) -> np.ndarray:

@@ -714,38 +714,51 @@ def _greedy_batch(net, prompt_ids, prefixes, device, pad, eos, max_new_tokens, n
         inputs = {"input_ids": ids_mat}
     output = net(**inputs, attention_mask=mask, position_ids=position_ids, use_cache=True)
     cache = _cache_of(output)
-    banned = [_NgramIndex(ngram, ids) for ids in prompt_ids] if ngram and ngram > 0 else None
+    banned = [NgramIndex(ngram, ids) for ids in prompt_ids] if ngram and ngram > 0 else None
+    return decode_loop(net, output.logits[:, -1, :].float(), cache, mask, position_ids[:, -1:], max_new_tokens,
+                       banned, pad, eos)
+
+
+def decode_loop(net, logits, cache, mask, positions, max_new_tokens: int, banned, pad: int, eos: int):
+    """Greedy decoding from the first step's ``logits`` [B, V] and the KV ``cache``; ``mask``
+    covers everything in the cache, ``positions`` [B, 1] is each row's last position."""
+    n = logits.shape[0]
     generated: list[list[int]] = [[] for _ in range(n)]
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    logits = output.logits[:, -1, :].float()
+    done = torch.zeros(n, dtype=torch.bool, device=logits.device)
     for _ in range(max_new_tokens):
-        if banned is not None:
-            for r in range(n):
-                ban = banned[r].banned()
-                if ban:
-                    logits[r, list(ban)] = float("-inf")
-        next_tok = logits.argmax(-1)
-        next_tok = torch.where(done, torch.full_like(next_tok, pad), next_tok)
-        toks = next_tok.tolist()
-        for r in range(n):
-            if not done[r]:
-                if toks[r] != eos:
-                    generated[r].append(toks[r])
-                if banned is not None:
-                    banned[r].push(toks[r])
+        next_tok = greedy_step(logits, banned, done, generated, pad, eos)
         done |= next_tok == eos
         if bool(done.all()):
             break
         mask = torch.cat([mask, mask.new_ones((n, 1))], 1)
-        position_ids = position_ids[:, -1:] + 1
-        output = net(input_ids=next_tok[:, None], attention_mask=mask, position_ids=position_ids,
-                     use_cache=True, **{cache_kw: cache})
+        positions = positions + 1
+        output = net(input_ids=next_tok[:, None], attention_mask=mask, position_ids=positions,
+                     use_cache=True, **{_cache_kwarg(net): cache})
         cache = _cache_of(output)
         logits = output.logits[:, -1, :].float()
     return generated
 
 
-class _NgramIndex:
+def greedy_step(logits, banned, done, generated: list[list[int]], pad: int, eos: int):
+    """One greedy step for a batch: ban repeated n-grams, take the argmax (pad for finished
+    rows), append it to each unfinished row's output (eos excluded). Returns the tokens."""
+    if banned is not None:
+        for r in range(len(generated)):
+            ban = banned[r].banned()
+            if ban:
+                logits[r, list(ban)] = float("-inf")
+    next_tok = logits.argmax(-1)
+    next_tok = torch.where(done, torch.full_like(next_tok, pad), next_tok)
+    for r, t in enumerate(next_tok.tolist()):
+        if not done[r]:
+            if t != eos:
+                generated[r].append(t)
+            if banned is not None:
+                banned[r].push(t)
+    return next_tok
+
+
+class NgramIndex:
     """Tokens that would repeat an n-gram of the sequence so far (``no_repeat_ngram_size``)."""
 
     def __init__(self, n: int, tokens: list[int]):

@@ -1,11 +1,8 @@
-"""The ECR pipeline as a crsbench model: every stage trained in ``fit``, in this order.
+"""The ECR pipeline as a crsbench model: every stage trained in ``fit`` (see pipeline.py).
 
-0. emotion labels for seeker utterances (annotator -> classifier), text embeddings (cached)
-1. emotional semantic fusion: RGCN + emotions + text, pre-trained on response entities
-2. conversation templates: a generator writes the reply with ``<movie>`` slots
-3. emotion-aware item recommendation: prompt (+ template) -> scores over the catalogue
-4. emotion-aligned response generation: knowledge prompt -> description of the movie
-Each stage has its own directory under ``checkpoints/`` and is skipped when done.
+UniCRS's architecture (a KG-and-text prompt encoder whose output is the past keys and
+values of a frozen causal LM; items scored from the LM's last hidden state) with ECR's
+emotion-aware entities, feedback-weighted loss and emotion-aligned generator on top.
 """
 from __future__ import annotations
 
@@ -23,7 +20,7 @@ PLACEHOLDER = "<movie>"
 
 class ECRModel(Model):
     name = "ecr"
-    version = "1.0"
+    version = "2.0"
     description = "ECR (Zhang et al., RecSys 2024): emotion-aware CRS, full training pipeline"
     generates = True
     profiles = ECR_PROFILES
@@ -58,5 +55,5 @@ class ECRModel(Model):
 
 class UniCRSModel(ECRModel):
     name = "unicrs"
-    description = "UniCRS (Wang et al., KDD 2022): the ECR pipeline with every emotion component off"
+    description = "UniCRS (Wang et al., KDD 2022): KG prompts for a frozen LM (ECR with every emotion component off)"
     profiles = unicrs_profiles()

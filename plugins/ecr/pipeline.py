@@ -1,10 +1,24 @@
 """ECR's stages wired together: training (``train_all``), ranking and replying.
 
-Kept apart from model.py so that registering the plugin imports none of this (torch,
-torch_geometric, transformers load only when a run starts).
+Order (each stage has its own directory under ``checkpoints/`` and is skipped when done):
+
+0. emotion labels of seeker utterances (annotator -> classifier), ECR only
+1. the frozen LM: DialoGPT (paper) or, on CPU, a small GPT-2 first trained on the training
+   dialogues; the text encoder's token states of every context (cached)
+2. stage 1, pre-training: the KG prompt encoder learns to make the frozen LM predict the
+   entities of the response from context + response (UniCRS train_pre)
+3. conversation: a copy of the pre-trained encoder with conversation prompts makes the LM
+   write the reply with ``<movie>`` slots (UniCRS train_conv)
+4. stage 2, recommendation: another copy with recommendation prompts; the LM reads the
+   context and the generated template, its last hidden state scores every entity
+   (UniCRS/ECR train_rec), cross-entropy weighted by the seeker's feedback (ECR)
+5. stage 3: the emotion-aligned generator (responses.py)
+
+Kept apart from model.py so that registering the plugin imports none of this.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -12,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from crsbench.results import peak_memory_mb
 from crsbench_plugins.ecr import features as feat
-from crsbench_plugins.ecr.recommender import FusionRecommender, relation_edges, stage1_loss, stage2_loss
+from crsbench_plugins.ecr.prompt_model import (CoAppearance, KGPromptEncoder, LMShape, freeze, last_hidden,
+                                               relation_edges)
 from crsbench_plugins.ecr.train_stage import train_stage
 
 log = logging.getLogger("crsbench")
@@ -29,11 +45,14 @@ class ECRState:
     kg: object
     items: list[int]
     item_names: dict[int, str]
-    encoder: object = None
+    device: torch.device = torch.device("cpu")
+    encoder: object = None           # CachedEncoder (sentence embeddings + token states)
     emotions: object = None          # EmotionLabeler, or None when emotions are off
-    global_table: np.ndarray = None
-    rec: FusionRecommender = None
-    ent_vecs: torch.Tensor = None
+    co_appearance: CoAppearance = None
+    lm: object = None                # the frozen causal LM
+    lm_tokenizer: object = None
+    rec: KGPromptEncoder = None      # recommendation prompts
+    ent_vecs: torch.Tensor = None    # entity embeddings of ``rec`` (items are scored against them)
     generator: object = None         # templates.TemplateGenerator
     describer: object = None         # responses.ResponseGenerator, or None
     seed: int = 0
@@ -46,24 +65,38 @@ class ECRState:
 
     @property
     def item_index(self) -> torch.Tensor:
-        return torch.as_tensor(self.items, dtype=torch.long)
+        return torch.as_tensor(self.items, dtype=torch.long, device=self.device)
 
 
 class CachedEncoder:
-    """The frozen text encoder; large lists (training inputs) go through the on-disk cache."""
+    """The frozen text encoder: sentence embeddings (emotion classifier) and token states
+    (prompt encoder); training inputs go through the on-disk caches."""
 
-    def __init__(self, cfg: dict, device: str, progress: bool):
-        from crsbench_plugins.ecr.text_encoder import EmbeddingCache, get_encoder
+    def __init__(self, cfg: dict, device, progress: bool):
+        from crsbench_plugins.ecr.text_encoder import EmbeddingCache, TokenStateCache, get_encoder
 
         self.encoder = get_encoder(cfg["text_encoder"], pooling=cfg["text_pooling"],
-                                   max_length=cfg["text_max_length"], device=device)
+                                   max_length=cfg["text_max_length"], device=str(device),
+                                   local_files_only=not cfg.get("allow_downloads", False))
+        self.token_encoder = get_encoder(cfg["text_encoder"], pooling=cfg["text_pooling"],
+                                         max_length=cfg["prompt_max_length"], device=str(device),
+                                         local_files_only=not cfg.get("allow_downloads", False))
         self.cache = EmbeddingCache(self.encoder)
+        self.token_cache = TokenStateCache(self.token_encoder)
         self.progress = progress
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         if len(texts) > 512:
             return self.cache.embed(texts, progress=self.progress)
         return self.encoder.encode(texts)
+
+    def token_states(self, texts: list[str], cached: bool):
+        """``cached``: training lists, stored on disk; otherwise kept in memory only."""
+        return self.token_cache.states(texts, progress=self.progress and cached, persist=cached)
+
+    @property
+    def token_dim(self) -> int:
+        return self.token_encoder.dim
 
 
 class _Timer:
@@ -81,65 +114,133 @@ class _Timer:
 
 
 # -- inputs ------------------------------------------------------------------------------------
-def build_inputs(state: ECRState, samples: list[dict], templates: list[str] | None) -> dict[str, torch.Tensor]:
-    """Tensors for a list of samples (``templates``: one per sample, or None for stage 1)."""
-    cfg = state.config
-    texts = [feat.context_text(s, cfg["context_turns"]) for s in samples]
-    out = {"text": state.encoder.encode(texts)}
-    if templates is not None:
-        out["template"] = state.encoder.encode([t or "" for t in templates])
-        out["has_template"] = torch.as_tensor([bool(t) for t in templates])
-    out["entities"] = torch.as_tensor(feat.pad_entities([s["context_entities"] for s in samples],
-                                                        cfg["max_context_entities"]))
-    m = out["entities"].shape[1]
-    ent_emo = np.zeros((len(samples), m, feat.N_EMOTIONS), dtype=np.float32)
-    user_emo = np.zeros((len(samples), feat.N_EMOTIONS), dtype=np.float32)
-    if state.emotions is not None:
-        emotion_of = state.emotions.vectors(feat.seeker_texts(samples))
-        for i, s in enumerate(samples):
-            per_turn = feat.turn_emotions(s, emotion_of)
-            e = feat.entity_emotions(s, per_turn)[-m:]
-            ent_emo[i, :len(e)] = e
-            user_emo[i] = feat.user_emotion(per_turn)
-    out["entity_emotions"] = torch.as_tensor(ent_emo)
-    out["user_emotion"] = torch.as_tensor(user_emo)
-    return out
+def lm_context(sample: dict, turns: int | None, eos: str) -> str:
+    """The context as the LM reads it (UniCRS): ``User: ...<eos>System: ...<eos>``."""
+    ctx, roles = sample["context"], sample["context_roles"]
+    if turns:
+        ctx, roles = ctx[-turns:], roles[-turns:]
+    return "".join(f"{'User' if r == 'seeker' else 'System'}: {t}{eos}" for t, r in zip(ctx, roles))
 
 
-def _slice(inputs: dict, idx) -> dict:
-    idx = torch.as_tensor(idx, dtype=torch.long)
-    return {k: v[idx] for k, v in inputs.items()}
+def prompt_text(sample: dict, turns: int | None) -> str:
+    return feat.context_text(sample, turns or len(sample["context"]) or 1)
 
 
-def _label_batches(inputs: dict, label_lists: list[list[int]], weight_lists: list[list[float]] | None,
-                   batch_size: int, seed: int, epoch: int):
-    """Shuffled batches (order from seed and epoch only) with one row per (sample, label)."""
+class Inputs:
+    """Everything a batch of samples needs, computed once: the text encoder's token states,
+    the LM's token ids (context [+ appended text], cut from the left), the context entities
+    and the seeker's emotions toward them."""
+
+    def __init__(self, state: ECRState, samples: list[dict], appended: list[str] | None, cached: bool,
+                 with_response: bool = False):
+        cfg = state.config
+        tok = state.lm_tokenizer
+        eos = tok.eos_token
+        texts, lm_texts = [], []
+        for k, s in enumerate(samples):
+            text, lm_text = prompt_text(s, cfg["context_turns"]), lm_context(s, cfg["context_turns"], eos)
+            if with_response:  # pre-training reads the response too (UniCRS train_pre)
+                text += f" System: {s['response']}"
+                lm_text += f"System: {s['response']}{eos}"
+            if appended is not None:  # recommendation reads the generated template (ECR redial_gen)
+                lm_text += f"System: {appended[k] or ''}"
+            texts.append(text)
+            lm_texts.append(lm_text)
+        self.tokens = state.encoder.token_states(texts, cached=cached)
+        ids = tok(lm_texts, add_special_tokens=False)["input_ids"]
+        self.lm_ids = [list(x)[-cfg["context_max_length"]:] or [tok.eos_token_id] for x in ids]
+        self.entities = feat.pad_entities([s["context_entities"] for s in samples], cfg["max_context_entities"])
+        m = self.entities.shape[1]
+        self.emotions = np.zeros((len(samples), m, feat.N_EMOTIONS), dtype=np.float32)
+        if state.emotions is not None:
+            emotion_of = state.emotions.vectors(feat.seeker_texts(samples))
+            for i, s in enumerate(samples):
+                e = feat.entity_emotions(s, feat.turn_emotions(s, emotion_of))[-m:]
+                self.emotions[i, :len(e)] = e
+
+    def __len__(self) -> int:
+        return len(self.lm_ids)
+
+    def batch(self, idx, state: ECRState, extra_ids: list[list[int]] | None = None) -> dict:
+        """Tensors on ``state.device``; ``extra_ids`` are appended to the LM input (targets)."""
+        device = state.device
+        tokens, token_mask = self.tokens.batch(idx, device)
+        ids = [self.lm_ids[i] + (extra_ids[k] if extra_ids else []) for k, i in enumerate(idx)]
+        width = max(len(x) for x in ids)
+        pad = state.lm_tokenizer.pad_token_id
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, x in enumerate(ids):  # left padding: every row ends at the last column
+            input_ids[row, width - len(x):] = torch.as_tensor(x)
+            mask[row, width - len(x):] = 1
+        idx_t = torch.as_tensor(list(idx), dtype=torch.long)
+        return {"tokens": tokens, "token_mask": token_mask,
+                "entities": torch.as_tensor(self.entities[idx_t.numpy()], device=device),
+                "entity_emotions": torch.as_tensor(self.emotions[idx_t.numpy()], device=device),
+                "input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+
+
+def rec_scores(encoder: KGPromptEncoder, lm, batch: dict, use_prefix: bool = True,
+               ent: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, num_entities]: the LM's last hidden state (after the recommendation prompt) against
+    every entity embedding."""
+    kv, prompt_mask, ent = encoder(batch["entities"], batch["tokens"], batch["token_mask"], "rec",
+                                   batch["entity_emotions"], use_prefix=use_prefix, ent=ent)
+    hidden = last_hidden(lm, kv, prompt_mask, batch["input_ids"], batch["attention_mask"])
+    return hidden @ ent.T
+
+
+def _label_batches(inputs: Inputs, state: ECRState, label_lists: list[list[int]],
+                   weight_lists: list[list[float]] | None, batch_size: int, seed: int, epoch: int):
+    """Shuffled batches (order from seed and epoch only) with one row per (sample, label): the
+    official datasets flatten a sample with several labels into one example per label."""
+    from crsbench import distributed
+
     order = np.random.default_rng([seed, epoch]).permutation(len(label_lists))
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        batch = _slice(inputs, idx)
+        whole = order[start:start + batch_size]
+        idx = distributed.shard(whole)  # all of it with one process
+        n_rows = sum(len(label_lists[i]) for i in whole)
+        scale = sum(len(label_lists[i]) for i in idx) / n_rows
+        if not idx:  # a short last batch leaves this process nothing: a dummy with no weight
+            idx, scale = list(whole[:1]), 0.0
+        batch = inputs.batch(idx, state)
+        batch["scale"] = scale
         rows, labels, weights = [], [], []
         for r, i in enumerate(idx):
             for j, label in enumerate(label_lists[i]):
                 rows.append(r)
                 labels.append(label)
                 weights.append(weight_lists[i][j] if weight_lists else 1.0)
-        batch["label_rows"] = torch.as_tensor(rows, dtype=torch.long)
-        batch["labels"] = torch.as_tensor(labels, dtype=torch.long)
-        batch["weights"] = torch.as_tensor(weights, dtype=torch.float32)
+        batch["label_rows"] = torch.as_tensor(rows, dtype=torch.long, device=state.device)
+        batch["labels"] = torch.as_tensor(labels, dtype=torch.long, device=state.device)
+        batch["weights"] = torch.as_tensor(weights, dtype=torch.float32, device=state.device)
         yield batch
+
+
+def weighted_rec_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """mean(w * CE) over the (sample, label) rows, as ECR's model_gpt2.py normalises it
+    (w = 1 everywhere gives UniCRS's plain mean)."""
+    losses = F.cross_entropy(logits[batch["label_rows"]], batch["labels"], reduction="none")
+    return (losses * batch["weights"]).mean()
+
+
+def _n_batches(n: int, batch_size: int) -> int:
+    return (n + batch_size - 1) // batch_size
 
 
 # -- training --------------------------------------------------------------------------------
 def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
     from crsbench.seeding import seed_everything
-    from crsbench_plugins.ecr import responses, templates
+    from crsbench_plugins.ecr import backbone, responses, templates
     from crsbench_plugins.ecr.emotion_labels import EmotionLabeler
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     ckpt = Path(context.checkpoint_dir)
     progress = getattr(context, "progress", True)
-    state = ECRState(cfg, sw, data.extra["kg"], list(data.items), dict(data.item_names), seed=context.seed,
+    device = torch.device(context.device)
+    kg = data.extra["kg"]
+    state = ECRState(cfg, sw, kg, list(data.items), dict(data.item_names), device=device, seed=context.seed,
                      progress=progress)
     train = list(data.splits["train"])
     valid = list(data.splits["valid"])
@@ -147,84 +248,102 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
         train, valid = train[:cfg["max_train_samples"]], valid[:max(20, cfg["max_train_samples"] // 5)]
 
     with _Timer(state, "text_encoder"):
-        state.encoder = CachedEncoder(cfg, context.device, progress)
+        state.encoder = CachedEncoder(cfg, device, progress)
     if sw["local_emotion"] or sw["global_entities"]:
         with _Timer(state, "emotion_labels"):
             seed_everything(context.seed)
             state.emotions = EmotionLabeler.fit(cfg["emotion"], feat.seeker_texts(train), state.encoder,
                                                 ckpt / "emotion", seed=context.seed)
             state.summaries["emotion"] = state.emotions.report
-    with _Timer(state, "global_entities"):
-        emotion_of = state.emotions.vectors(feat.seeker_texts(train)) if state.emotions else {}
-        state.global_table = feat.global_entities(train, emotion_of, cfg["kg"]["global_top_k"])
+    if sw["global_entities"]:
+        with _Timer(state, "global_entities"):
+            emotion_of = state.emotions.vectors(feat.seeker_texts(train))
+            state.co_appearance = CoAppearance.from_dialogues(kg.num_entities, feat.emotion_dialogues(train, emotion_of))
+            state.summaries["global_entities"] = {"co_occurring_pairs": state.co_appearance.n_pairs}
 
-    with _Timer(state, "inputs"):
-        train_in = build_inputs(state, train, [s["response_template"] for s in train])
-        valid_in = build_inputs(state, valid, [s["response_template"] for s in valid])
+    with _Timer(state, "lm"):
+        seed_everything(context.seed)
+        state.lm, state.lm_tokenizer, lm_summary = backbone.frozen_lm(cfg, train, ckpt / "lm", context.seed,
+                                                                      device, progress)
+        freeze(state.lm)
+        state.summaries["lm"] = lm_summary
 
     seed_everything(context.seed)
-    kg = state.kg
     edges, n_relations = relation_edges(kg.triples, kg.relation2id.get("self_loop", -1),
                                         cfg["kg"].get("max_relations"))
-    state.rec = FusionRecommender(
-        kg.num_entities, n_relations, edges, text_dim=train_in["text"].shape[1], dim=cfg["kg"]["dim"],
-        num_bases=cfg["kg"]["num_bases"], emotion_dim=cfg["emotion"]["dim"], n_prefix=cfg["n_prefix"],
-        global_table=state.global_table, local_emotion=sw["local_emotion"], global_entities=sw["global_entities"])
+    encoder = KGPromptEncoder(
+        LMShape(state.lm.config), token_dim=state.encoder.token_dim, num_entities=kg.num_entities,
+        num_relations=n_relations, edges=edges, num_bases=cfg["kg"]["num_bases"],
+        n_prefix_rec=cfg["n_prefix_rec"], n_prefix_conv=cfg["n_prefix_conv"], n_emotions=feat.N_EMOTIONS,
+        local_emotion=sw["local_emotion"], co_appearance=state.co_appearance).to(device)
 
-    # Stage 1: emotional semantic fusion, pre-trained to predict the response's entities.
-    s1_in = {k: v for k, v in train_in.items() if k not in ("template", "has_template")}
+    # Stage 1: pre-training on the entities of the response, from context + response.
     s1_labels = [list(dict.fromkeys(list(s["response_entities"]) + list(s["targets"]))) for s in train]
-    keep = [i for i, labels in enumerate(s1_labels) if labels]
-    s1_in, s1_labels = _slice(s1_in, keep), [s1_labels[i] for i in keep]
-    with _Timer(state, "stage1_fusion"):
-        state.summaries["stage1_fusion"] = train_stage(
-            "stage1", state.rec,
-            lambda epoch: _label_batches(s1_in, s1_labels, None, cfg["stage1"]["batch_size"], context.seed, epoch),
-            stage1_loss, cfg["stage1"], ckpt / "stage1_fusion", progress=progress)
+    s1_train = [s for s, labels in zip(train, s1_labels) if labels]
+    s1_labels = [labels for labels in s1_labels if labels]
+    with _Timer(state, "stage1_inputs"):
+        s1_in = Inputs(state, s1_train, None, cached=True, with_response=True)
+    lm = state.lm
+    with _Timer(state, "stage1_pretrain"):
+        s1 = cfg["stage1"]
+        state.summaries["stage1_pretrain"] = train_stage(
+            "stage1", encoder,
+            lambda epoch: _label_batches(s1_in, state, s1_labels, None, s1["batch_size"], context.seed, epoch),
+            lambda module, batch: weighted_rec_loss(rec_scores(module, lm, batch, use_prefix=False), batch),
+            s1, ckpt / "stage1_pretrain", steps_per_epoch=_n_batches(len(s1_labels), s1["batch_size"]),
+            progress=progress)
+    del s1_in
 
-    # Conversation templates: the reply with <movie> slots; its output feeds stage 2.
+    # Conversation: prompts that make the frozen LM write the reply with <movie> slots.
     with _Timer(state, "templates"):
         seed_everything(context.seed)
-        state.generator = templates.TemplateGenerator.fit(cfg, train, valid, state, ckpt / "templates",
-                                                          progress=progress)
+        state.generator = templates.TemplateGenerator.fit(cfg, train, valid, state, copy.deepcopy(encoder),
+                                                          ckpt / "templates", progress=progress)
         state.summaries["templates"] = state.generator.summary
 
-    # Stage 2: emotion-aware item recommendation, feedback-weighted.
-    position = {item: k for k, item in enumerate(state.items)}
+    # Stage 2: recommendation over the catalogue, feedback-weighted.
+    entity_of_item = state.item_index
     fb = cfg["stage2"]["feedback_weights"]
-    rec_idx = [i for i, s in enumerate(train) if s["targets"]]
-    s2_labels = [[position[t] for t in train[i]["targets"]] for i in rec_idx]
-    s2_weights = [[fb[f] if sw["feedback_weighting"] else 1.0 for f in train[i]["target_feedback"]]
-                  for i in rec_idx]
-    s2_in = _slice(train_in, rec_idx)
+    rec_train = [s for s in train if s["targets"]]
+    s2_labels = [[int(t) for t in s["targets"]] for s in rec_train]
+    s2_weights = None
+    if sw["feedback_weighting"]:
+        s2_weights = [[fb[f] for f in s["target_feedback"]] for s in rec_train]
     valid_rec = [s for s in valid if s["targets"]]
-    valid_rec_in = _slice(valid_in, [i for i, s in enumerate(valid) if s["targets"]])
-    item_index = state.item_index
+    with _Timer(state, "stage2_inputs"):
+        s2_in = Inputs(state, rec_train, [s["response_template"] for s in rec_train], cached=True)
+        valid_in = Inputs(state, valid_rec, [s["response_template"] for s in valid_rec], cached=True)
+    position = {item: k for k, item in enumerate(state.items)}
 
     def validate(module):
-        with torch.no_grad():
-            scores = module.scores(valid_rec_in, candidates=item_index)
-        ranks = scores.argsort(dim=1, descending=True)
         hits = {10: [], 50: []}
-        for row, s in enumerate(valid_rec):
-            top = ranks[row, :50].tolist()
-            for t in s["targets"]:
-                pos = top.index(position[t]) if position[t] in top else 99
-                for k in hits:
-                    hits[k].append(pos < k)
-        return {f"valid_recall@{k}": float(np.mean(v)) for k, v in hits.items()}
+        with torch.no_grad():
+            ent = module.entity_embeds()
+            for start in range(0, len(valid_in), 128):
+                idx = list(range(start, min(start + 128, len(valid_in))))
+                scores = rec_scores(module, lm, valid_in.batch(idx, state), ent=ent)[:, entity_of_item]
+                top = scores.topk(min(50, scores.shape[1]), dim=1).indices.cpu().tolist()
+                for row, i in enumerate(idx):
+                    for t in valid_rec[i]["targets"]:
+                        pos = top[row].index(position[t]) if position[t] in top[row] else 99
+                        for k in hits:
+                            hits[k].append(pos < k)
+        return {f"valid_recall@{k}": float(np.mean(v)) if v else 0.0 for k, v in hits.items()}
 
     with _Timer(state, "stage2_recommendation"):
         seed_everything(context.seed)
+        s2 = cfg["stage2"]
         state.summaries["stage2_recommendation"] = train_stage(
-            "stage2", state.rec,
-            lambda epoch: _label_batches(s2_in, s2_labels, s2_weights, cfg["stage2"]["batch_size"],
-                                         context.seed, epoch),
-            lambda module, batch: stage2_loss(module, batch, item_index), cfg["stage2"],
-            ckpt / "stage2_recommendation", validate=validate, progress=progress)
-    state.rec.eval()
+            "stage2", encoder,
+            lambda epoch: _label_batches(s2_in, state, s2_labels, s2_weights, s2["batch_size"], context.seed, epoch),
+            lambda module, batch: weighted_rec_loss(rec_scores(module, lm, batch), batch),
+            s2, ckpt / "stage2_recommendation", steps_per_epoch=_n_batches(len(s2_labels), s2["batch_size"]),
+            validate=validate, progress=progress)
+    del s2_in, valid_in
+    state.encoder.token_cache.forget()
+    state.rec = encoder.eval()
     with torch.no_grad():
-        state.ent_vecs = state.rec.entity_vectors()
+        state.ent_vecs = state.rec.entity_embeds()
 
     # Stage 3: emotion-aligned response generation from knowledge prompts.
     if cfg.get("emotion_response", True):
@@ -246,14 +365,15 @@ def _templates_for(state: ECRState, batch: list[dict]) -> list[str]:
 
 
 def rank_items(state: ECRState, batch: list[dict], top: int | None = None) -> list[list[int]]:
-    inputs = build_inputs(state, batch, _templates_for(state, batch))
+    inputs = Inputs(state, batch, _templates_for(state, batch), cached=False)
     with torch.no_grad():
-        scores = state.rec.scores(inputs, candidates=state.item_index, ent_vecs=state.ent_vecs)
+        scores = rec_scores(state.rec, state.lm, inputs.batch(range(len(batch)), state), ent=state.ent_vecs)
+        scores = scores[:, state.item_index]
     order = scores.argsort(dim=1, descending=True)
     if top:
         order = order[:, :top]
     items = np.asarray(state.items)
-    out = [items[row].tolist() for row in order.numpy()]
+    out = [items[row].tolist() for row in order.cpu().numpy()]
     for s, ranking in zip(batch, out):
         state.rankings[s["sample_id"]] = ranking[:20]
     return out

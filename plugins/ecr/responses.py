@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from crsbench.errors import DataError
-from crsbench_plugins.ecr.templates import _short, seeded_subset, shared_lm
+from crsbench_plugins.ecr.templates import _short, seeded_subset
 
 
 def relation_name(uri: str) -> str:
@@ -84,8 +84,15 @@ class ResponseGenerator:
         if rcfg.get("reviews_file"):
             for item, text in read_reviews(rcfg["reviews_file"], state.item_names):
                 examples.append({"prompt": knowledge.prompt(item, "", rcfg["max_triples"]), "target": text})
-        tokenizer = shared_lm(cfg, train, stage_dir.parent)
-        model, tokenizer = generator.build_backbone(cfg["generator"], tokenizer)
+        if cfg["generator"]["backbone"] == "lm":  # fine-tune a copy of the (frozen) LM, as ECR fine-tunes DialoGPT
+            import copy
+
+            model, tokenizer = copy.deepcopy(state.lm).requires_grad_(True), state.lm_tokenizer
+        else:
+            gcfg = dict(cfg["generator"], seed=state.seed, local_files_only=not cfg.get("allow_downloads", False))
+            model, tokenizer = generator.build_backbone(gcfg)
+        rcfg["cpu"] = str(state.device) == "cpu"
+        rcfg.setdefault("mixed_precision", cfg.get("mixed_precision", "no"))
         summary = generator.train_lm(model, tokenizer, examples, rcfg, stage_dir, progress=progress)
         summary = dict(_short(summary), n_examples=len(examples),
                        source="reviews_file + ReDial" if rcfg.get("reviews_file") else "ReDial recommender turns")

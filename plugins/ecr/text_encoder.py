@@ -275,3 +275,130 @@ class EmbeddingCache:
         except OSError as exc:  # an unwritable cache only costs time
             logger.warning("could not write embedding cache %s: %s", path, exc)
             tmp.unlink(missing_ok=True)
+
+
+# -- token states (UniCRS/ECR prompt the LM from the text encoder's token states) ---------------
+class TokenStates:
+    """The last hidden states of many texts, stored flat in float16: ``flat`` [sum of lengths,
+    dim] and ``offsets`` [N + 1]. ``batch(idx)`` pads a selection to ``[B, T, dim]`` float32
+    (right padding) with its mask ``[B, T]``."""
+
+    def __init__(self, flat, offsets):
+        self.flat, self.offsets = flat, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def dim(self) -> int:
+        return int(self.flat.shape[1])
+
+    def batch(self, idx, device="cpu"):
+        import torch
+
+        idx = [int(i) for i in idx]
+        lengths = [int(self.offsets[i + 1] - self.offsets[i]) for i in idx]
+        width = max([1] + lengths)
+        out = torch.zeros(len(idx), width, self.dim, dtype=torch.float32)
+        mask = torch.zeros(len(idx), width, dtype=torch.bool)
+        for row, (i, n) in enumerate(zip(idx, lengths)):
+            start = int(self.offsets[i])
+            out[row, :n] = self.flat[start:start + n].float()
+            mask[row, :n] = True
+        return out.to(device), mask.to(device)
+
+
+def encode_tokens(encoder: TextEncoder, texts: Sequence[str], batch_size: int = 64,
+                  progress: bool = False) -> TokenStates:
+    """Every token's last hidden state of each text (truncated to ``encoder.max_length``)."""
+    import torch
+
+    texts = ["" if t is None else str(t) for t in texts]
+    tokenizer, model = encoder._load()
+    dim = int(model.config.hidden_size)
+    rows: list = [None] * len(texts)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    starts = range(0, len(order), batch_size)
+    side = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"  # keep the end of the context, as UniCRS cuts its prompt text
+    try:
+        batches = [order[start:start + batch_size] for start in starts]
+        encoded = [tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                             max_length=encoder.max_length, return_tensors="pt") for idx in batches]
+    finally:
+        tokenizer.truncation_side = side
+    pairs = zip(batches, encoded)
+    if progress:
+        from tqdm.auto import tqdm
+
+        pairs = tqdm(pairs, total=len(batches), desc="encode tokens", unit="batch")
+    with torch.inference_mode(), torch_threads(encoder.num_threads):
+        for idx, batch in pairs:
+            batch = batch.to(encoder.device)
+            hidden = model(**batch).last_hidden_state.float().cpu()
+            lengths = batch["attention_mask"].sum(1).tolist()
+            pad_left = getattr(tokenizer, "padding_side", "right") == "left"
+            for row, (i, n) in enumerate(zip(idx, lengths)):
+                rows[i] = (hidden[row, -n:] if pad_left else hidden[row, :n]).to(torch.float16)
+    return _stack(rows, encoder, dim)
+
+
+def _stack(rows: list, encoder: TextEncoder, dim: int | None = None) -> TokenStates:
+    import torch
+
+    lengths = [len(r) for r in rows]
+    offsets = torch.zeros(len(rows) + 1, dtype=torch.long)
+    if rows:
+        offsets[1:] = torch.cumsum(torch.tensor(lengths), 0)
+        return TokenStates(torch.cat(rows, 0), offsets)
+    return TokenStates(torch.zeros(0, dim or encoder.dim, dtype=torch.float16), offsets)
+
+
+class TokenStateCache:
+    """``cache.states(texts)``: token states of a list of texts, from
+    ``<cache_dir>/tokens-<sha256>.safetensors`` on a hit, encoded (and stored) on a miss."""
+
+    def __init__(self, encoder: TextEncoder, cache_dir: str | os.PathLike | None = None):
+        self.encoder = encoder
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self._memo: dict[str, object] = {}  # text -> [n_tokens, dim] float16 (views, no copies)
+
+    def forget(self) -> None:
+        """Drop the in-memory states (after training, to free memory)."""
+        self._memo.clear()
+
+    def states(self, texts: Sequence[str], progress: bool = False, persist: bool = True) -> TokenStates:
+        """``persist=False``: in memory only (inference batches: the conversation and the
+        recommendation stage read the same contexts, which are encoded once)."""
+        from safetensors.torch import load_file, save_file
+
+        texts = ["" if t is None else str(t) for t in texts]
+        path = self.cache_dir / f"tokens-{texts_key(self.encoder.cache_id, texts)}.safetensors"
+        if persist and path.is_file():
+            try:
+                data = load_file(str(path))
+                if len(data["offsets"]) == len(texts) + 1:
+                    states = TokenStates(data["flat"], data["offsets"])
+                    for k, text in enumerate(texts):
+                        self._memo.setdefault(text, states.flat[states.offsets[k]:states.offsets[k + 1]])
+                    return states
+            except Exception as exc:  # damaged file: recompute
+                logger.warning("ignoring unreadable token-state cache %s: %s", path, exc)
+        todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if todo:  # texts seen earlier in this process (another stage's list) are not encoded again
+            fresh = encode_tokens(self.encoder, todo, progress=progress)
+            for k, text in enumerate(todo):
+                self._memo[text] = fresh.flat[fresh.offsets[k]:fresh.offsets[k + 1]]
+        states = _stack([self._memo[t] for t in texts], self.encoder)
+        if not persist:
+            return states
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"flat": states.flat.contiguous(), "offsets": states.offsets}, str(tmp),
+                      metadata={"encoder": self.encoder.cache_id, "n_texts": str(len(texts))})
+            os.replace(tmp, path)
+        except OSError as exc:  # an unwritable cache only costs time
+            logger.warning("could not write token-state cache %s: %s", path, exc)
+            tmp.unlink(missing_ok=True)
+        return states

@@ -79,7 +79,7 @@ def sample_descriptions(model, tokenizer, prompts, n: int, temperature: float, t
         chunk = prompts[start:start + 16]
         enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
                         max_length=model.config.n_positions - max_new_tokens
-                        if hasattr(model.config, "n_positions") else 512)
+                        if hasattr(model.config, "n_positions") else 512).to(next(model.parameters()).device)
         with torch.no_grad():
             gen = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p,
                                  max_new_tokens=max_new_tokens, num_return_sequences=n,
