@@ -29,7 +29,7 @@ def test_two_process_run_matches_one_process(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
 
     def metrics(out):
-        (run_dir,) = (tmp_path / out).iterdir()
+        (run_dir,) = [p for p in (tmp_path / out).iterdir() if p.is_dir()]
         result = json.loads((run_dir / "result.json").read_text())
         return run_dir, {k: v["value"] for k, v in result["metrics"].items()}
 
