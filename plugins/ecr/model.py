@@ -9,13 +9,10 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy as np
-
 from crsbench.model import Model
 from crsbench_plugins.ecr.config import ECR_PROFILES, switches, unicrs_profiles
 
 log = logging.getLogger("crsbench")
-PLACEHOLDER = "<movie>"
 
 
 class ECRModel(Model):

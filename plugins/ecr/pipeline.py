@@ -173,10 +173,10 @@ class Inputs:
         for row, x in enumerate(ids):  # left padding: every row ends at the last column
             input_ids[row, width - len(x):] = torch.as_tensor(x)
             mask[row, width - len(x):] = 1
-        idx_t = torch.as_tensor(list(idx), dtype=torch.long)
+        rows = np.asarray(list(idx), dtype=np.int64)
         return {"tokens": tokens, "token_mask": token_mask,
-                "entities": torch.as_tensor(self.entities[idx_t.numpy()], device=device),
-                "entity_emotions": torch.as_tensor(self.emotions[idx_t.numpy()], device=device),
+                "entities": torch.as_tensor(self.entities[rows], device=device),
+                "entity_emotions": torch.as_tensor(self.emotions[rows], device=device),
                 "input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
 
 

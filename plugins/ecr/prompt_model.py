@@ -28,7 +28,6 @@ from collections import defaultdict
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 N_KV = 2  # key and value
 
@@ -120,6 +119,11 @@ class CoAppearance:
         index = torch.tensor([r, c], dtype=torch.long).reshape(2, -1)
         return torch.sparse_coo_tensor(index, torch.tensor(v, dtype=torch.float32), (len(ids), self.num_entities),
                                        check_invariants=False)
+
+    def has_neighbours(self, entity_ids: torch.Tensor) -> torch.Tensor:
+        """Which ids (same shape) have a non-empty row (False for padding, -1)."""
+        counts = torch.as_tensor(np.diff(self.starts), device=entity_ids.device)
+        return (entity_ids >= 0) & (counts[entity_ids.clamp(min=0)] > 0)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"rows": self.rows, "cols": self.cols, "values": self.values}
@@ -223,9 +227,7 @@ class KGPromptEncoder(nn.Module):
                     neighbours = torch.sparse.mm(rows, ent).reshape(prompt.shape)   # [B, L, h]
                     prompt = torch.cat([prompt, neighbours], 1)
                     emotion = torch.cat([emotion, emotion], 1)
-                    has_nb = torch.zeros_like(ent_mask)
-                    has_nb.view(-1)[rows.coalesce().indices()[0].unique()] = True
-                    mask = torch.cat([ent_mask, has_nb & ent_mask], 1)
+                    mask = torch.cat([ent_mask, self.co_appearance.has_neighbours(entity_ids)], 1)
                 if not self.local_emotion:
                     emotion = torch.zeros_like(emotion)
                 prompt = self._fuse_emotion(prompt, emotion)
