@@ -103,14 +103,17 @@ def tiny_backbones(root):
     from transformers import (GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, RobertaConfig,
                               RobertaModel)
 
-    words = "the a movie you i like love watch film great good seen it is was <movie> ? . , User: System:".split()
+    # digits as single tokens: the paper profile's transformers judge reads scores 0-9
+    words = ("the a movie you i like love watch film great good seen it is was <movie> ? . , User: System: "
+             "0 1 2 3 4 5 6 7 8 9").split()
     vocab = {tok: i for i, tok in enumerate(["<pad>", "<unk>", "<s>", "</s>", "<mask>"] + words)}
     raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", unk_token="<unk>",
                                   bos_token="<s>", eos_token="</s>", mask_token="<mask>")
     gpt_dir, roberta_dir = root / "dialogpt-tiny", root / "roberta-tiny"
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_layer=2, n_head=2, n_embd=32, n_positions=512)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_layer=2, n_head=2, n_embd=32, n_positions=512,
+                               bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"])
                     ).save_pretrained(gpt_dir)
     tok.save_pretrained(gpt_dir)
     RobertaModel(RobertaConfig(vocab_size=len(vocab), hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
@@ -125,14 +128,23 @@ PAPER_OVERRIDES = ("max_train_samples=150", "stage1.epochs=1", "stage2.epochs=1"
                    "responses.max_new_tokens=6", "emotion.classifier_train=200", "emotion.classifier_epochs=2")
 
 
+# ECR-RL at paper shapes' code path: the transformers judge is the tiny GPT-2 too; the gate
+# is off because a random-weight judge gives the critic nothing to learn (its own tests cover it).
+PAPER_RL_OVERRIDES = ("rl_stage.critic_data.n_contexts=8", "rl_stage.rl.n_prompts=8", "rl_stage.rl.steps=2",
+                      "rl_stage.rl.batch_size=4", "rl_stage.rl.num_generations=2", "rl_stage.rl.max_new_tokens=6",
+                      "rl_stage.heldout.n_contexts=6", "rl_stage.min_spearman=-1")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["ecr", "unicrs"])
+@pytest.mark.parametrize("model", ["ecr", "unicrs", "ecr-rl"])
 def test_paper_profile_code_path_with_tiny_local_models(model, tmp_path):
     from crsbench.devices import check_devices
 
     gpt_dir, roberta_dir = tiny_backbones(tmp_path)
     overrides = (f"lm.backbone={gpt_dir}", "generator.backbone=lm", f"text_encoder={roberta_dir}",
                  *PAPER_OVERRIDES)
+    if model == "ecr-rl":
+        overrides += (f"rl_stage.judge.model={gpt_dir}", *PAPER_RL_OVERRIDES)
     with check_devices() as devices:  # every module call gets its inputs on its own device
         run_dir = run(model, task_name="redial", profile="paper", limit=4, n_bootstrap=10, progress=False,
                       output_dir=tmp_path / "runs", overrides=overrides)
@@ -145,5 +157,10 @@ def test_paper_profile_code_path_with_tiny_local_models(model, tmp_path):
     lm = result["extra"]["stages"]["lm"]
     assert lm["backbone"] == str(gpt_dir) and lm["trained"] is False  # a given LM is used frozen as it is
     assert "standard/recall@50" in metrics and "generation/bleu-1" in metrics
-    if model == "ecr":
+    if model in ("ecr", "ecr-rl"):
         assert "stage3_responses" in result["extra"]["stages"]
+    if model == "ecr-rl":
+        rl = result["extra"]["rl"]
+        assert str(roberta_dir) in rl["critic"]["encoder"]  # the critic embeds with the profile's encoder
+        assert rl["judge"]["judge"] == "transformers" and rl["judge"]["model"].startswith("dialogpt-tiny@")
+        assert rl["critic"]["n_pairs"] > 0 and rl["rl"]["steps"] == 2 and rl["rl"]["stopped"] is None

@@ -13,6 +13,7 @@ import textwrap
 import pytest
 import torch
 
+from crsbench.errors import UserError
 from crsbench_plugins.ecr.generator import (MOVIE, SEP, PromptedLM, build_backbone, generate, lm_inputs,
                                             lm_loss_sum, train_lm, train_tokenizer)
 
@@ -140,7 +141,7 @@ def test_training_lowers_loss_and_is_cached(redial, tok, tmp_path):
     assert again["losses"] == result["losses"] and again["resumed_from"] == 4
     assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in trained.items())
     # ... but a different run in the same directory is refused
-    with pytest.raises(RuntimeError, match="different run"):
+    with pytest.raises(UserError, match="different run"):
         train_lm(fresh, tok, redial[1], {**TRAIN, "epochs": 4, "lr": 1e-3}, stage, progress=False)
 
 

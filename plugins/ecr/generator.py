@@ -612,7 +612,9 @@ def _fingerprint(cfg: dict, data: PromptedLM, examples: Sequence[dict]) -> str:
 
 def _check_fingerprint(state: dict, fingerprint: str, stage_dir: Path) -> None:
     if state.get("fingerprint") != fingerprint:
-        raise RuntimeError(
+        from crsbench.errors import UserError
+
+        raise UserError(
             f"{stage_dir} holds a checkpoint of a different run (data or training config changed: "
             f"{state.get('fingerprint')} != {fingerprint}); delete it or use another stage directory")
 
