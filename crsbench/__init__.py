@@ -7,12 +7,13 @@ from crsbench.hookspecs import hookimpl
 from crsbench.errors import DataError, DegenerateRunError, UserError
 from crsbench.model import Model, RunContext
 from crsbench.task import Task, TaskData
+from crsbench.kg import KnowledgeGraph
 from crsbench.metrics.base import MeanMetric, Metric, Units
 from crsbench.reward import Reward
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "hookimpl", "Model", "RunContext", "Task", "TaskData", "Metric", "MeanMetric", "Units",
+    "hookimpl", "Model", "RunContext", "Task", "TaskData", "KnowledgeGraph", "Metric", "MeanMetric", "Units",
     "Reward", "UserError", "DataError", "DegenerateRunError", "__version__",
 ]

@@ -17,6 +17,7 @@ class TaskData:
     items: list[int]
     item_names: dict[int, str]
     extra: dict[str, Any] = field(default_factory=dict)
+    kg: Any = None  # a crsbench.kg.KnowledgeGraph, where the task has a graph (models need: require_kg)
     default_rubric: str | None = None  # the judge rubric for this task's replies (the runner fills
     #                                    it from Task.default_rubric when the task leaves it None)
 

@@ -97,30 +97,9 @@ def test_unicrs_turns_emotions_off(tmp_path):
 
 
 def tiny_backbones(root):
-    """Tiny random-weight models of the paper's architecture classes, saved locally:
-    a GPT-2 (DialoGPT's class) and a RoBERTa, sharing one word-level tokenizer."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, RobertaConfig,
-                              RobertaModel)
+    from crsbench_plugins.ecr.tiny_models import write_tiny_backbones
 
-    # digits as single tokens: the paper profile's transformers judge reads scores 0-9
-    words = ("the a movie you i like love watch film great good seen it is was <movie> ? . , User: System: "
-             "0 1 2 3 4 5 6 7 8 9").split()
-    vocab = {tok: i for i, tok in enumerate(["<pad>", "<unk>", "<s>", "</s>", "<mask>"] + words)}
-    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", unk_token="<unk>",
-                                  bos_token="<s>", eos_token="</s>", mask_token="<mask>")
-    gpt_dir, roberta_dir = root / "dialogpt-tiny", root / "roberta-tiny"
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_layer=2, n_head=2, n_embd=32, n_positions=512,
-                               bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"])
-                    ).save_pretrained(gpt_dir)
-    tok.save_pretrained(gpt_dir)
-    RobertaModel(RobertaConfig(vocab_size=len(vocab), hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=48, max_position_embeddings=300, pad_token_id=0)
-                 ).save_pretrained(roberta_dir)
-    tok.save_pretrained(roberta_dir)
-    return gpt_dir, roberta_dir
+    return write_tiny_backbones(root)
 
 
 PAPER_OVERRIDES = ("max_train_samples=150", "stage1.epochs=1", "stage2.epochs=1", "templates.epochs=1",

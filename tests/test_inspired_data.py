@@ -185,7 +185,7 @@ def test_response_template_masks_movie_names(rows):
 
 
 def test_kg_is_exposed_like_redial(task, data):
-    kg = data.extra["kg"]
+    kg = data.kg
     assert kg is task.kg and kg.num_entities == 17320 and kg.num_relations == 13
     assert len(kg.item_ids) == 1472 and "self_loop" in kg.relation2id
     assert kg.triples.shape == (38903, 3)

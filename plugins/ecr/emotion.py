@@ -640,8 +640,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m crsbench_plugins.ecr.emotion",
-                                     description="Label distribution of ReDial seeker utterances and the emotion "
+                                     description="Label distribution of a task's seeker utterances and the emotion "
                                                  "classifier's held-out agreement with the annotator.")
+    parser.add_argument("--task", default="redial", help="a registered task (crsbench list tasks)")
     parser.add_argument("--split", default="train")
     parser.add_argument("--annotator", default="lexicon")
     parser.add_argument("--n-train", type=int, default=PAPER_N_ANNOTATED)
@@ -652,9 +653,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args(argv)
 
-    from crsbench_tasks.redial.task import RedialTask
+    from crsbench.runner import lookup  # any registered task, by name: no task module imported here
 
-    texts = seeker_utterances(RedialTask().load().splits[args.split])
+    texts = seeker_utterances(lookup("tasks", args.task).obj().load().splits[args.split])
     annotator = make_annotator(args.annotator)
     t0 = time.perf_counter()
     dist = label_distribution(annotator.annotate(texts))

@@ -15,6 +15,16 @@ from crsbench_plugins.ecr.config import ECR_PROFILES, switches, unicrs_profiles
 log = logging.getLogger("crsbench")
 
 
+def require_sample_key(data, key: str, model: str, why: str) -> None:
+    from crsbench.errors import UserError
+
+    train = data.splits["train"]
+    first = next(iter(train), None)
+    if first is not None and key not in first:
+        raise UserError(f"model {model!r} needs the optional sample key {key!r} for {why}, and this task's "
+                        "samples lack it (docs/plugin-api.md, 'Sample dicts')")
+
+
 class ECRModel(Model):
     name = "ecr"
     version = "2.0"
@@ -28,10 +38,14 @@ class ECRModel(Model):
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, data) -> None:
+        from crsbench.kg import require_kg
         from crsbench_plugins.ecr import pipeline
 
+        require_kg(data, self.name)  # before any training: one Error line on a task without a graph
         started = time.perf_counter()
         self.switches = switches(self.config)
+        if self.switches["local_emotion"]:
+            require_sample_key(data, "context_entity_turns", self.name, "local emotion-aware entities")
         self.state = pipeline.train_all(self.config, self.switches, data, self.context)
         self.state.timings["fit_total"] = time.perf_counter() - started
 

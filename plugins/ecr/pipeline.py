@@ -239,7 +239,7 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
     ckpt = Path(context.checkpoint_dir)
     progress = getattr(context, "progress", True)
     device = torch.device(context.device)
-    kg = data.extra["kg"]
+    kg = data.kg
     state = ECRState(cfg, sw, kg, list(data.items), dict(data.item_names), device=device, seed=context.seed,
                      progress=progress)
     train = list(data.splits["train"])
@@ -307,8 +307,16 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
     rec_train = [s for s in train if s["targets"]]
     s2_labels = [[int(t) for t in s["targets"]] for s in rec_train]
     s2_weights = None
-    if sw["feedback_weighting"]:
+    # A task without per-target seeker feedback (Task.has_feedback = False) leaves the key out:
+    # every target then weighs 1, i.e. the loss is UniCRS's, and the result says so.
+    has_feedback = all("target_feedback" in s for s in rec_train)
+    if sw["feedback_weighting"] and has_feedback:
         s2_weights = [[fb[f] for f in s["target_feedback"]] for s in rec_train]
+    elif sw["feedback_weighting"]:
+        log.warning("ECR: the task has no per-target feedback; stage 2 weighs every target 1")
+    state.summaries["feedback_weighting"] = ("on" if s2_weights is not None else
+                                             "off: the task has no feedback" if sw["feedback_weighting"]
+                                             else "off")
     valid_rec = [s for s in valid if s["targets"]]
     with _Timer(state, "stage2_inputs"):
         s2_in = Inputs(state, rec_train, [s["response_template"] for s in rec_train], cached=True)
@@ -356,7 +364,8 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
 
 
 # -- inference ---------------------------------------------------------------------------------
-def _templates_for(state: ECRState, batch: list[dict]) -> list[str]:
+def templates_for(state: ECRState, batch: list[dict]) -> list[str]:
+    """The conversation model's template for each sample, generated once and kept."""
     missing = [s for s in batch if s["sample_id"] not in state.templates]
     if missing:
         for s, text in zip(missing, state.generator.generate(missing)):
@@ -365,7 +374,7 @@ def _templates_for(state: ECRState, batch: list[dict]) -> list[str]:
 
 
 def rank_items(state: ECRState, batch: list[dict], top: int | None = None) -> list[list[int]]:
-    inputs = Inputs(state, batch, _templates_for(state, batch), cached=False)
+    inputs = Inputs(state, batch, templates_for(state, batch), cached=False)
     with torch.no_grad():
         scores = rec_scores(state.rec, state.lm, inputs.batch(range(len(batch)), state), ent=state.ent_vecs)
         scores = scores[:, state.item_index]
@@ -395,7 +404,7 @@ def respond(state: ECRState, batch: list[dict]) -> list[str]:
     missing = [s for s in batch if s["sample_id"] not in state.rankings]
     for start in range(0, len(missing), 64):
         rank_items(state, missing[start:start + 64], top=20)
-    tpls = _templates_for(state, batch)
+    tpls = templates_for(state, batch)
     replies, knowledge_items, slots = [], [], []
     for s, tpl in zip(batch, tpls):
         seen = set(s["context_items"])

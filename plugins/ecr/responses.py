@@ -26,16 +26,13 @@ class Knowledge:
     """KG facts about a movie, written as "X's relation is Y"."""
 
     def __init__(self, kg, item_names: dict[int, str]):
-        from crsbench_tasks.redial.kg import split_uri
-
         self.names = item_names
         id2rel = {i: relation_name(r) for r, i in kg.relation2id.items()}
         self.facts: dict[int, list[tuple[str, str]]] = {}
         for head, rel, tail in kg.triples.tolist():
             if head in item_names and head != tail and id2rel[rel] != "self_loop":
-                uri = kg.id2entity.get(tail)
-                if uri:
-                    self.facts.setdefault(head, []).append((id2rel[rel], split_uri(uri)[0]))
+                if tail in kg.id2entity:  # the task's readable name of the entity
+                    self.facts.setdefault(head, []).append((id2rel[rel], kg.entity_name(tail)))
 
     def prompt(self, item: int, template: str, max_triples: int) -> str:
         name = self.names.get(item, str(item))

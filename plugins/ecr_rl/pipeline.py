@@ -56,12 +56,12 @@ def reuse_ecr_checkpoints(cfg: dict, context) -> str | None:
 # -- replies ----------------------------------------------------------------------------------
 def knowledge_requests(state, samples):
     """(item described, template, filled template) per sample, as ECR's reply would use them."""
-    from crsbench_plugins.ecr.pipeline import _templates_for, fill_template, rank_items
+    from crsbench_plugins.ecr.pipeline import templates_for, fill_template, rank_items
 
     for start in range(0, len(samples), 64):
         rank_items(state, samples[start:start + 64], top=20)
     out = []
-    for s, tpl in zip(samples, _templates_for(state, samples)):
+    for s, tpl in zip(samples, templates_for(state, samples)):
         seen = set(s["context_items"])
         ranked = [i for i in state.rankings[s["sample_id"]] if i not in seen] or state.rankings[s["sample_id"]]
         filled, _ = fill_template(tpl, [state.item_names.get(i, str(i)) for i in ranked])

@@ -43,10 +43,10 @@ def build_conditions(samples: list[dict]) -> dict[str, list[JudgeInput]]:
     return out
 
 
-def load_samples(n: int, limit: int = 20) -> list[dict]:
-    from crsbench_tasks.redial.task import RedialTask
+def load_samples(n: int, limit: int = 20, task: str = "redial") -> list[dict]:
+    from crsbench.runner import lookup  # any registered task, by name: no task module imported here
 
-    split = RedialTask().load(limit=limit).splits["test"]
+    split = lookup("tasks", task).obj().load(limit=limit).splits["test"]
     samples = [split[i] for i in range(len(split)) if str(split[i]["response"]).strip()]
     return samples[:n]
 
@@ -103,6 +103,7 @@ def main(argv=None) -> int:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
                         help="a judge option, e.g. --option device='\"cpu\"'")
     parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--task", default="redial", help="a registered task (crsbench list tasks)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", default=None, help="also write the report here")
     args = parser.parse_args(argv)
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
             options[key] = value
     start = time.perf_counter()
     judge = get_registry().judges()[args.judge].obj(**options)
-    samples = load_samples(args.n)
+    samples = load_samples(args.n, task=args.task)
     report = evaluate(judge, samples)
     report["seconds_total_with_loading"] = round(time.perf_counter() - start, 1)
     print(format_report(report))

@@ -93,7 +93,7 @@ class InspiredTask(Task):
                                                     features=_features())
                   for split, d in dialogs.items()}
         return TaskData(splits=splits, items=self.kg.item_ids, item_names=self.item_names,
-                        extra={"kg": self.kg})
+                        kg=self.kg)
 
     # -- items --------------------------------------------------------------------------------
     @cached_property

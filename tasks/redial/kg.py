@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from crsbench.kg import KnowledgeGraph as KnowledgeGraphInterface
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 RESOURCE = "<http://dbpedia.org/resource/"
 _DISAMBIGUATION = re.compile(r"^(.*?)_\((.*)\)$")
@@ -38,23 +40,15 @@ def split_uri(uri: str) -> tuple[str, str]:
     return base.replace("_", " "), disamb.replace("_", " ")
 
 
-class KnowledgeGraph:
+class KnowledgeGraph(KnowledgeGraphInterface):
     """``entity2id``, ``relation2id``, ``item_ids`` eagerly; ``triples`` (int64 [N, 3]:
-    head, relation, tail) and ``id2entity`` on first use."""
+    head, relation, tail) and ``id2entity`` on first use; entity keys are DBpedia URIs."""
 
     def __init__(self, data_dir: Path = DATA_DIR):
         self.data_dir = Path(data_dir)
         self.entity2id: dict[str, int] = read_json("entity2id.json", self.data_dir)
         self.relation2id: dict[str, int] = read_json("relation2id.json", self.data_dir)
         self.item_ids: list[int] = sorted(read_json("item_ids.json", self.data_dir))
-
-    @property
-    def num_entities(self) -> int:
-        return max(self.entity2id.values()) + 1
-
-    @property
-    def num_relations(self) -> int:
-        return max(self.relation2id.values()) + 1
 
     @cached_property
     def id2entity(self) -> dict[int, str]:
@@ -66,6 +60,11 @@ class KnowledgeGraph:
         graph = read_json("dbpedia_subkg.json", self.data_dir)
         rows = [(int(head), rel, tail) for head, edges in graph.items() for rel, tail in edges]
         return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+    def entity_name(self, entity_id: int) -> str:
+        """``Heat_(1995_film)`` -> ``Heat``."""
+        uri = self.id2entity.get(entity_id)
+        return split_uri(uri)[0] if uri else str(entity_id)
 
     def __repr__(self) -> str:
         return (f"KnowledgeGraph({len(self.entity2id)} entities, {len(self.relation2id)} relations, "

@@ -145,7 +145,7 @@ class RedialTask(Task):
         if limit is not None:
             splits["test"] = _first_dialogs(splits["test"], limit)
         return TaskData(splits=splits, items=self.kg.item_ids, item_names=self.item_names,
-                        extra={"kg": self.kg, "movie_names": self.movie_names})
+                        kg=self.kg, extra={"movie_names": self.movie_names})
 
     def _build(self, cache: Path) -> dict:
         import datasets
