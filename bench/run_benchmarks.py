@@ -59,10 +59,11 @@ def main() -> None:
     parser.add_argument("--keep-runs", metavar="DIR", help="write the run directories here instead of a temp dir")
     parser.add_argument("extra", nargs="*", help="extra arguments passed to crsbench run (after --)")
     args = parser.parse_args()
-    rows = [bench_one(m, args.task, args.extra, args.cold, args.keep_runs) for m in args.models]
+    # the code measured is the code at the start (edits during a long run do not count)
     git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                 text=True, cwd=HERE).stdout.strip())
+    rows = [bench_one(m, args.task, args.extra, args.cold, args.keep_runs) for m in args.models]
     report = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                           "cpus": os.cpu_count()}, "command": sys.argv, "git": git, "git_dirty": dirty,
               "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "runs": rows}

@@ -19,7 +19,6 @@ from crsbench.metrics.base import GENERATION, JUDGE, RECOMMENDATION, Units
 from crsbench.protocols import evaluated_ranks
 
 TOP_K_STORED = 20  # ranked items kept per sample for display (`crsbench samples`)
-PLACEHOLDER = "<movie>"
 
 
 def _batches(seq, size):
@@ -37,7 +36,8 @@ def _clean_ranking(ranking, in_catalogue: np.ndarray) -> np.ndarray:
 
 
 def predict(model, samples: list[dict], items: list[int], find_items=None,
-            batch_size: int = 64, progress: bool = True, partial: Path | None = None) -> list[dict]:
+            batch_size: int = 64, progress: bool = True, partial: Path | None = None,
+            item_placeholder: str | None = None) -> list[dict]:
     """Run the model over ``samples`` and return one prediction record per sample.
 
     With ``partial`` (a file in the run directory) each finished batch is appended to it and
@@ -96,7 +96,7 @@ def predict(model, samples: list[dict], items: list[int], find_items=None,
                     time.sleep(delay)
                 for i, text in zip(idx, values):
                     records[i]["response"] = text
-                    records[i]["hyp_items"] = count_item_mentions(text, find_items)
+                    records[i]["hyp_items"] = count_item_mentions(text, find_items, item_placeholder)
             bar.update(len(idx))
         bar.close()
     finally:
@@ -164,8 +164,9 @@ def _append(fh, kind: str, number: int, idx: list[int], samples: list[dict], val
                         "and a rerun of the same command resumes after them") from None
 
 
-def count_item_mentions(text: str, find_items=None) -> int:
-    found = text.count(PLACEHOLDER)
+def count_item_mentions(text: str, find_items=None, placeholder: str | None = None) -> int:
+    """Item mentions in a reply: the task's placeholders left in it plus the items it names."""
+    found = text.count(placeholder) if placeholder else 0
     if find_items is not None:
         found += len(find_items(text))
     return found

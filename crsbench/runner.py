@@ -156,6 +156,8 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
         data = task.load(limit=limit)
         if data.default_rubric is None:
             data.default_rubric = task_cls.default_rubric
+        if data.item_placeholder is None:
+            data.item_placeholder = type(task).item_placeholder
         timings["load"] = time.perf_counter() - t0
         test = list(data.splits["test"])
         log.info("task %s v%s: %d test samples, %d catalogue items", task_name, task_cls.version,
@@ -187,7 +189,8 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
 
         t0 = time.perf_counter()
         records = predict(model, test, data.items, find_items=task.find_items, batch_size=batch_size,
-                          progress=progress, partial=run_dir / PARTIAL_PREDICTIONS_FILE)
+                          progress=progress, partial=run_dir / PARTIAL_PREDICTIONS_FILE,
+                          item_placeholder=data.item_placeholder)
         for record, sample in zip(records, test):
             record["context"] = list(sample["context"])
             record["context_roles"] = list(sample.get("context_roles") or [])
@@ -238,6 +241,8 @@ def _train_only(model_cls, model_config, task, limit, run_dir, seed, device, pro
     data = task.load(limit=limit)
     if data.default_rubric is None:
         data.default_rubric = type(task).default_rubric
+    if data.item_placeholder is None:
+        data.item_placeholder = type(task).item_placeholder
     context = RunContext(run_dir=run_dir, seed=seed, device=device, profile=profile, logger=log, progress=False)
     model_cls(model_config, context).fit(data)
     return run_dir

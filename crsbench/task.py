@@ -18,6 +18,8 @@ class TaskData:
     item_names: dict[int, str]
     extra: dict[str, Any] = field(default_factory=dict)
     kg: Any = None  # a crsbench.kg.KnowledgeGraph, where the task has a graph (models need: require_kg)
+    item_placeholder: str | None = None  # what replaces an item mention in response_template (the runner
+    #                                      fills it from Task.item_placeholder when the task leaves it None)
     default_rubric: str | None = None  # the judge rubric for this task's replies (the runner fills
     #                                    it from Task.default_rubric when the task leaves it None)
 
@@ -36,6 +38,9 @@ class Task:
     # The registered judge rubric (`crsbench list rubrics`) that fits this task's replies;
     # None: a judged run must name one (--judge-option rubric=NAME).
     default_rubric: ClassVar[str | None] = None
+    # The token that stands for an item mention in ``response_template`` (ReDial: "<movie>").
+    # A generated reply that still holds it counts as mentioning an item (the item-ratio metric).
+    item_placeholder: ClassVar[str] = "<item>"
 
     def __init__(self, data_dir: str | None = None):
         self.data_dir = data_dir

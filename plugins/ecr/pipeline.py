@@ -242,8 +242,9 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
     kg = data.kg
     state = ECRState(cfg, sw, kg, list(data.items), dict(data.item_names), device=device, seed=context.seed,
                      progress=progress)
-    train = list(data.splits["train"])
-    valid = list(data.splits["valid"])
+    # ECR's vocabulary has one slot token, <movie>; a task's own placeholder is mapped onto it
+    train = with_slot_token(data.splits["train"], data.item_placeholder)
+    valid = with_slot_token(data.splits["valid"], data.item_placeholder)
     if cfg.get("max_train_samples"):
         train, valid = train[:cfg["max_train_samples"]], valid[:max(20, cfg["max_train_samples"] // 5)]
 
@@ -361,6 +362,14 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
                                                               progress=progress)
             state.summaries["stage3_responses"] = state.describer.summary
     return state
+
+
+def with_slot_token(samples, placeholder: str | None) -> list[dict]:
+    """The samples, with the task's item placeholder in ``response_template`` written as ECR's
+    slot token (copies: samples are the task's and read-only)."""
+    if not placeholder or placeholder == PLACEHOLDER:
+        return list(samples)
+    return [{**s, "response_template": s["response_template"].replace(placeholder, PLACEHOLDER)} for s in samples]
 
 
 # -- inference ---------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ class InspiredTask(Task):
     protocols = ("standard", "dedup")
     has_feedback = False  # no liked/disliked labels: RT@k and AUC are undefined here
     default_rubric = "ecr-subjective-v1"  # movie recommender replies, as on ReDial
+    item_placeholder = "<movie>"  # response_template's mask for a movie mention
 
     def __init__(self, data_dir: str | None = None):
         super().__init__(data_dir)

@@ -67,6 +67,7 @@ class RedialTask(Task):
     description = "ReDial movie recommendation dialogues (test: official test split)"
     protocols = ("standard", "dedup")
     default_rubric = "ecr-subjective-v1"  # registered by the judges plugin (movie recommendations)
+    item_placeholder = "<movie>"  # response_template's mask for a movie mention
 
     def __init__(self, data_dir: str | None = None):
         super().__init__(data_dir)
