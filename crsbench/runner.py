@@ -158,6 +158,8 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
             data.default_rubric = task_cls.default_rubric
         if data.item_placeholder is None:
             data.item_placeholder = type(task).item_placeholder
+        if data.mention_spans is None:
+            data.mention_spans = task.mention_spans
         timings["load"] = time.perf_counter() - t0
         test = list(data.splits["test"])
         log.info("task %s v%s: %d test samples, %d catalogue items", task_name, task_cls.version,
@@ -243,6 +245,8 @@ def _train_only(model_cls, model_config, task, limit, run_dir, seed, device, pro
         data.default_rubric = type(task).default_rubric
     if data.item_placeholder is None:
         data.item_placeholder = type(task).item_placeholder
+    if data.mention_spans is None:
+        data.mention_spans = task.mention_spans
     context = RunContext(run_dir=run_dir, seed=seed, device=device, profile=profile, logger=log, progress=False)
     model_cls(model_config, context).fit(data)
     return run_dir

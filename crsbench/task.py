@@ -18,6 +18,7 @@ class TaskData:
     item_names: dict[int, str]
     extra: dict[str, Any] = field(default_factory=dict)
     kg: Any = None  # a crsbench.kg.KnowledgeGraph, where the task has a graph (models need: require_kg)
+    mention_spans: Any = None  # text -> [(start, end)] of item mentions (the runner fills it from Task.mention_spans)
     item_placeholder: str | None = None  # what replaces an item mention in response_template (the runner
     #                                      fills it from Task.item_placeholder when the task leaves it None)
     default_rubric: str | None = None  # the judge rubric for this task's replies (the runner fills
@@ -55,4 +56,9 @@ class Task:
 
     def find_items(self, text: str) -> list[int]:
         """Catalogue items mentioned in a generated text (used by the item-ratio metric)."""
+        return []
+
+    def mention_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character spans ``[start, end)`` of item mentions in a dialogue text, in the task's
+        own spelling (models mask them, e.g. ECR before labelling emotions). Default: none."""
         return []

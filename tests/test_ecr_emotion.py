@@ -19,7 +19,28 @@ N_FAST = 2000  # seeker utterances in the fast classifier test (1,600 train + 40
 
 @pytest.fixture(scope="module")
 def lexicon():
-    return LexiconAnnotator()
+    from crsbench_tasks.redial.task import RedialTask
+
+    return LexiconAnnotator(mention_spans=RedialTask().mention_spans)  # ReDial's "Title (YYYY)" spans
+
+
+def test_mentions_are_masked_where_the_task_says():
+    from crsbench_plugins.ecr.emotion import mask_mentions
+    from crsbench_tasks.inspired.task import InspiredTask
+    from crsbench_tasks.redial.task import RedialTask
+
+    assert mask_mentions("Kill Bill (2003) was great", RedialTask().mention_spans("Kill Bill (2003) was great")) \
+        == "movie  was great"  # as before: the mask keeps the space that followed
+    assert mask_mentions("abcdef", [(4, 6), (0, 2), (1, 3)], "X") == "XcdX"  # sorted, overlaps dropped
+    inspired = InspiredTask()
+    name = next(n for n in inspired.item_names.values() if " " in n and len(n) > 8)
+    text = f"I watched {name} last week"
+    assert mask_mentions(text, inspired.mention_spans(text)) == "I watched movie  last week"
+    assert inspired.mention_spans("nothing to see here") == []
+    # a masked title carries no cue ("love"); without the task's spans it does
+    spans = RedialTask().mention_spans
+    assert LexiconAnnotator(mention_spans=spans).scores("Love Actually (2003)")["like"] == 0
+    assert LexiconAnnotator().scores("Love Actually (2003)")["like"] > 0
 
 
 @pytest.fixture(scope="module")

@@ -202,22 +202,25 @@ VADER_NEUTRAL_WORDS = (
     "like", "help", "please", "recommend", "yes", "no", "sure", "okay", "ok", "want", "kind", "free", "hope",
     "sorry", "miss", "lost", "trouble", "pretty", "well", "fine", "interesting",
 )
-# "Title (YYYY)": the capitalised words before a year in brackets (ReDial writes movie
-# mentions that way) are masked, so "Kill Bill (2003)" or "Happy Gilmore (1996)" carry no cue.
-_TITLE = re.compile(
-    r"(?:(?:[A-Z0-9][\w'’:.&,!-]*|of|the|a|an|and|in|on|for|to|at|with|from|or|is|&|-|–)\s+)*"
-    r"(?:[A-Z0-9][\w'’:.&,!-]*\s*)?\(\s*\d{4}\s*\)")
-
-
-def mask_titles(text: str) -> str:
-    """Replace "Some Title (1999)" spans by the placeholder "movie"."""
-    return _TITLE.sub("movie ", text)
+# Item mentions are masked before the rules read a text, so "Kill Bill (2003) was great"
+# carries no "kill" cue. The task says where its mentions are (Task.mention_spans: ReDial's
+# "Title (YYYY)", INSPIRED's catalogue titles); the annotator knows no spelling of its own.
+def mask_mentions(text: str, spans, mask: str = "movie ") -> str:
+    """``text`` with each ``(start, end)`` span replaced by ``mask`` (overlaps: the first wins)."""
+    out, last = [], 0
+    for start, end in sorted(spans):
+        if start < last:
+            continue
+        out += [text[last:start], mask]
+        last = end
+    out.append(text[last:])
+    return "".join(out)
 
 
 class LexiconAnnotator(Annotator):
     """Rule/lexicon annotator (the offline default). For each text:
 
-    1. movie titles written "Title (YYYY)" are masked; the text is lower-cased and the
+    1. the task's item mentions (``mention_spans``) are masked; the text is lower-cased and the
        phrases in :data:`NOT_CUES` rewritten (negated "remember" dropped, "I'd like" read as
        "I want", "movies like X" as "movies similar to X");
     2. each label's cue score is the sum of the weights of its :data:`CUES` patterns that
@@ -236,7 +239,7 @@ class LexiconAnnotator(Annotator):
     version = "1"
 
     def __init__(self, vader_weight: float = 1.2, neutral_floor: float = 0.1, smoothing: float = 0.02,
-                 sharpness: float = 1.5):
+                 sharpness: float = 1.5, mention_spans: Callable[[str], Sequence[tuple[int, int]]] | None = None):
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
         self.vader = SentimentIntensityAnalyzer()
@@ -247,12 +250,14 @@ class LexiconAnnotator(Annotator):
         self.neutral_floor = neutral_floor
         self.smoothing = smoothing
         self.sharpness = sharpness
+        self.mention_spans = mention_spans  # the task's (TaskData.mention_spans); None: nothing is masked
         self._cues = {label: [(re.compile(p), w) for p, w in cues] for label, cues in CUES.items()}
         self._not_cues = [(re.compile(p), repl) for p, repl in NOT_CUES]
 
     def scores(self, text: str) -> dict[str, float]:
         """The un-normalised rule scores of one text (steps 1-5)."""
-        masked = mask_titles("" if text is None else str(text))
+        text = "" if text is None else str(text)
+        masked = mask_mentions(text, self.mention_spans(text)) if self.mention_spans else text
         low = " ".join(masked.lower().replace("’", "'").split())
         for pattern, repl in self._not_cues:
             low = pattern.sub(repl, low)
@@ -655,8 +660,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     from crsbench.runner import lookup  # any registered task, by name: no task module imported here
 
-    texts = seeker_utterances(lookup("tasks", args.task).obj().load().splits[args.split])
-    annotator = make_annotator(args.annotator)
+    task = lookup("tasks", args.task).obj()
+    texts = seeker_utterances(task.load().splits[args.split])
+    annotator = (make_annotator("lexicon", mention_spans=task.mention_spans) if args.annotator == "lexicon"
+                 else make_annotator(args.annotator))
     t0 = time.perf_counter()
     dist = label_distribution(annotator.annotate(texts))
     t_annotate = time.perf_counter() - t0

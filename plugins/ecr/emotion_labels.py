@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crsbench_plugins.ecr.emotion import EMOTIONS, EmotionClassifier, keep_labels
+from crsbench_plugins.ecr.emotion import EMOTIONS, EmotionClassifier, keep_labels, make_annotator
 
 
 class EmotionLabeler:
@@ -21,12 +21,16 @@ class EmotionLabeler:
         self._memo: dict[str, np.ndarray] = {}
 
     @classmethod
-    def fit(cls, ecfg: dict, texts: list[str], encoder, out_dir: Path, seed: int) -> "EmotionLabeler":
+    def fit(cls, ecfg: dict, texts: list[str], encoder, out_dir: Path, seed: int,
+            mention_spans=None) -> "EmotionLabeler":
+        """``mention_spans``: the task's (TaskData.mention_spans), masked by the lexicon annotator."""
         from crsbench import distributed
 
         path = Path(out_dir) / "classifier.safetensors"
         if not path.exists() and distributed.is_main():  # one writer; other processes load it
-            clf = EmotionClassifier(encoder=encoder.encoder, annotator=ecfg["annotator"],
+            annotator = (make_annotator("lexicon", mention_spans=mention_spans) if ecfg["annotator"] == "lexicon"
+                         else ecfg["annotator"])
+            clf = EmotionClassifier(encoder=encoder.encoder, annotator=annotator,
                                     epochs=ecfg["classifier_epochs"], seed=seed)
             clf.fit(texts, n_train=ecfg["classifier_train"], progress=encoder.progress)
             path.parent.mkdir(parents=True, exist_ok=True)

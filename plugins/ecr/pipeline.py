@@ -254,7 +254,8 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
         with _Timer(state, "emotion_labels"):
             seed_everything(context.seed)
             state.emotions = EmotionLabeler.fit(cfg["emotion"], feat.seeker_texts(train), state.encoder,
-                                                ckpt / "emotion", seed=context.seed)
+                                                ckpt / "emotion", seed=context.seed,
+                                                mention_spans=data.mention_spans)
             state.summaries["emotion"] = state.emotions.report
     if sw["global_entities"]:
         with _Timer(state, "global_entities"):

@@ -121,6 +121,19 @@ class InspiredTask(Task):
     def find_items(self, text: str) -> list[int]:
         return self._item_linker.link(text)
 
+    @cached_property
+    def _mention_pattern(self):
+        import re
+
+        # INSPIRED writes a movie by its bare title ("Hustlers"): the catalogue's names, longest
+        # first, as whole words; two-letter names ("Up", "It") would mask ordinary words.
+        names = sorted({n for n in self.item_names.values() if len(n) > 2}, key=len, reverse=True)
+        return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, names)) + r")(?!\w)")
+
+    def mention_spans(self, text: str) -> list[tuple[int, int]]:
+        """Movie mentions by catalogue title (case as the catalogue writes it)."""
+        return [m.span() for m in self._mention_pattern.finditer(text)]
+
 
 def _features():
     import datasets

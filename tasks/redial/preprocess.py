@@ -38,6 +38,11 @@ UNKNOWN_MOVIE = "a movie"  # an @id that no table names (never happens in the re
 _TITLE_YEAR = re.compile(r"^(.*?)\s*\((\d{4})\)\s*$")
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 FEEDBACK = {1: "liked", 0: "disliked"}  # 2 ("did not say") and missing -> "unknown"
+# How a ReDial text spells a movie: "Title (YYYY)", the capitalised words before a year in
+# brackets ("Kill Bill (2003)", "Happy Gilmore (1996)"); RedialTask.mention_spans finds them.
+TITLE_MENTION = re.compile(
+    r"(?:(?:[A-Z0-9][\w'’:.&,!-]*|of|the|a|an|and|in|on|for|to|at|with|from|or|is|&|-|–)\s+)*"
+    r"(?:[A-Z0-9][\w'’:.&,!-]*\s*)?\(\s*\d{4}\s*\)")
 
 
 def clean(text: str) -> str:

@@ -200,6 +200,10 @@ class RedialTask(Task):
     def find_items(self, text: str) -> list[int]:
         return self._item_linker.link(text)
 
+    def mention_spans(self, text: str) -> list[tuple[int, int]]:
+        """Movie mentions as ReDial's texts write them: "Title (YYYY)"."""
+        return [m.span() for m in preprocess.TITLE_MENTION.finditer(text)]
+
 
 class _NoLinker:
     def link(self, text):
