@@ -76,7 +76,7 @@ def test_the_examples_own_tests_pass(installed, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert re.search(r"\b3 passed\b", proc.stdout), proc.stdout
+    assert re.search(r"\b4 passed\b", proc.stdout), proc.stdout
 
 
 def run_on_books(run_crsbench, installed, tmp_path, *args) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from importlib import resources
 
 import numpy as np
@@ -104,6 +105,10 @@ class BookTask(Task):
     def find_items(self, text: str) -> list[int]:
         data, _ = read_data()
         return [b["id"] for b in data["books"] if b["title"] in text]
+
+    def mention_spans(self, text: str) -> list[tuple[int, int]]:
+        data, _ = read_data()
+        return [m.span() for b in data["books"] for m in re.finditer(re.escape(b["title"]), text)]
 
 
 @hookimpl

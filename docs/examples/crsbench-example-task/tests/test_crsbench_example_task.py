@@ -23,3 +23,8 @@ def test_the_graph_links_books_to_authors_and_genres():
 def test_mentions_are_spelled_out():
     assert mentions("try @3 or @12.") == [3, 12]
     assert spell("try @1 or @12", {1: "A", 12: "L"}) == "try A or L"
+
+
+def test_mention_spans_cover_the_titles():
+    text = "I loved Dune and I, Robot."
+    assert [text[a:b] for a, b in sorted(BookTask().mention_spans(text))] == ["Dune", "I, Robot"]
