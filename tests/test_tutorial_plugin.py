@@ -17,40 +17,22 @@ import sys
 from pathlib import Path
 
 import pytest
+from example_packages import code_blocks, install_copy, package_files
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO_ROOT / "docs" / "examples" / "crsbench-example-plugin"
 TUTORIAL = REPO_ROOT / "docs" / "tutorial.md"
-IGNORED_PARTS = {"__pycache__", ".pytest_cache", "build", "dist"}
 HEAVY = ("torch", "transformers", "datasets")
 
 
 def example_files() -> dict[str, str]:
-    """Relative path -> text of every source file of the example package."""
-    files = {}
-    for path in sorted(EXAMPLE.rglob("*")):
-        rel = path.relative_to(EXAMPLE)
-        if not path.is_file() or IGNORED_PARTS & set(rel.parts) or any(p.endswith(".egg-info") for p in rel.parts):
-            continue
-        files[rel.as_posix()] = path.read_text(encoding="utf-8")
-    return files
-
-
-def code_blocks(text: str) -> list[str]:
-    return re.findall(r"^```[\w-]*\n(.*?)^```", text, flags=re.M | re.S)
+    return package_files(EXAMPLE)
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """The example plugin installed into a private target directory; returns that directory."""
-    root = tmp_path_factory.mktemp("example_plugin")
-    source, target = root / "src", root / "site"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                           "--no-index", "--disable-pip-version-check", "--quiet", "--target", str(target),
-                           str(source)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"installing the example plugin failed:\n{proc.stdout}\n{proc.stderr}"
-    return target
+    return install_copy(EXAMPLE, tmp_path_factory.mktemp("example_plugin"))
 
 
 # -- the tutorial shows exactly the example's code --------------------------------------------
@@ -87,7 +69,7 @@ def test_the_installed_plugin_is_listed(installed, run_crsbench):
     assert proc.returncode == 0, proc.stderr
     # The `crsbench list` lines the tutorial quotes for the example are the real ones.
     quoted = [line for line in TUTORIAL.read_text(encoding="utf-8").splitlines()
-              if re.match(r"^  example[-_]\w+ ", line)]
+              if re.match(r"^  example[-_]\w+ ", line) and line.endswith("[example]")]  # not the task section's
     assert len(quoted) == 3
     for line in quoted:
         assert line in proc.stdout.splitlines(), line

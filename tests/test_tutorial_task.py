@@ -16,37 +16,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from example_packages import code_blocks, install_copy, package_files
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO_ROOT / "docs" / "examples" / "crsbench-example-task"
 TUTORIAL = REPO_ROOT / "docs" / "tutorial.md"
-IGNORED_PARTS = {"__pycache__", ".pytest_cache", "build", "dist"}
 
 
 def example_files() -> dict[str, str]:
-    files = {}
-    for path in sorted(EXAMPLE.rglob("*")):
-        rel = path.relative_to(EXAMPLE)
-        if not path.is_file() or IGNORED_PARTS & set(rel.parts) or any(p.endswith(".egg-info") for p in rel.parts):
-            continue
-        files[rel.as_posix()] = path.read_text(encoding="utf-8")
-    return files
-
-
-def code_blocks(text: str) -> list[str]:
-    return re.findall(r"^```[\w-]*\n(.*?)^```", text, flags=re.M | re.S)
+    return package_files(EXAMPLE)
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("example_task")
-    source, target = root / "src", root / "site"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                           "--no-index", "--disable-pip-version-check", "--quiet", "--target", str(target),
-                           str(source)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"installing the example task failed:\n{proc.stdout}\n{proc.stderr}"
-    return target
+    return install_copy(EXAMPLE, tmp_path_factory.mktemp("example_task"))
 
 
 def test_the_example_has_the_expected_files():
