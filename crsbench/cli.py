@@ -45,6 +45,10 @@ def run(model, task_name, profile, seed, output_dir, limit, device, data_dir, ov
                         device=device, data_dir=data_dir, overrides=overrides, n_bootstrap=n_bootstrap,
                         batch_size=batch_size, fresh=fresh, progress=not no_progress, judge=judge,
                         judge_options=judge_options, judge_sample=judge_sample)
+    from crsbench import distributed
+
+    if not distributed.is_main():  # another process of a launch: it trained; rank 0 writes and reports
+        return
     from crsbench.results import read_result
 
     result = read_result(run_dir)

@@ -51,6 +51,10 @@ class Model:
     # records of an uninterrupted run only if a batch's output does not depend on random
     # state carried over from earlier batches; a model whose output does sets this False.
     resumable_predictions: ClassVar[bool] = True
+    # Whether ``fit`` may run in several processes (``accelerate launch``): every process
+    # calls fit, rank 0 alone writes and predicts. A model whose training cannot be split
+    # that way sets this to a sentence that says why and what to do instead.
+    multi_process: ClassVar[bool | str] = True
 
     def __init__(self, config: dict[str, Any], context: RunContext):
         self.config = config

@@ -79,6 +79,16 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
+def task_defaults(data, task) -> None:
+    """What the task class declares and its TaskData leaves unset (rubric, placeholder, mention spans)."""
+    if data.default_rubric is None:
+        data.default_rubric = type(task).default_rubric
+    if data.item_placeholder is None:
+        data.item_placeholder = type(task).item_placeholder
+    if data.mention_spans is None:
+        data.mention_spans = task.mention_spans
+
+
 def prepare_run_dir(run_dir: Path, config: dict, fresh: bool) -> None:
     """Create the run directory, or resume in it when it was made by the same config."""
     if fresh and run_dir.exists():
@@ -133,6 +143,9 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
               "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
               "model_config": model_config, "protocols": list(task_cls.protocols), "n_bootstrap": n_bootstrap,
               **({"judge": judge, "judge_options": judge_opts, "judge_sample": judge_sample} if judge else {})}
+    if distributed.world_size() > 1 and model_cls.multi_process is not True:
+        raise UserError(f"model {model_name!r} cannot train in {distributed.world_size()} processes: "
+                        f"{model_cls.multi_process or 'it trains in one process only'}")
     if distributed.world_size() > 1:  # under accelerate launch: every process trains, rank 0 writes
         distributed.init(device)
         if not distributed.is_main():
@@ -148,18 +161,15 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
     finally:
         distributed.barrier()
     try:
+        if distributed.world_size() > 1:
+            log.info("%d processes train; this one (rank 0) writes, predicts and scores", distributed.world_size())
         for line in registry.refusals():  # a name another plugin claimed first never runs here
             log.warning("%s", line)
         seed_everything(seed)
         timings = {}
         t0 = time.perf_counter()
         data = task.load(limit=limit)
-        if data.default_rubric is None:
-            data.default_rubric = task_cls.default_rubric
-        if data.item_placeholder is None:
-            data.item_placeholder = type(task).item_placeholder
-        if data.mention_spans is None:
-            data.mention_spans = task.mention_spans
+        task_defaults(data, task)
         timings["load"] = time.perf_counter() - t0
         test = list(data.splits["test"])
         log.info("task %s v%s: %d test samples, %d catalogue items", task_name, task_cls.version,
@@ -241,12 +251,7 @@ def _train_only(model_cls, model_config, task, limit, run_dir, seed, device, pro
 
     seed_everything(seed)
     data = task.load(limit=limit)
-    if data.default_rubric is None:
-        data.default_rubric = type(task).default_rubric
-    if data.item_placeholder is None:
-        data.item_placeholder = type(task).item_placeholder
-    if data.mention_spans is None:
-        data.mention_spans = task.mention_spans
+    task_defaults(data, task)
     context = RunContext(run_dir=run_dir, seed=seed, device=device, profile=profile, logger=log, progress=False)
     model_cls(model_config, context).fit(data)
     return run_dir

@@ -12,6 +12,11 @@ class ECRRLModel(ECRModel):
     profiles = rl_profiles()
     default_judge = "smollm2"   # the harness judges replies on a seeded test sample
     default_judge_options = {"chat_template": False, "threads": 1}  # as the critic's judge
+    # TRL's trainer would join the launch's process group while the judge and critic steps
+    # run in rank 0 alone; the expensive ECR stages can still use several processes:
+    multi_process = ("its RL stage runs in one process; train ECR under accelerate launch "
+                     "(`accelerate launch -m crsbench run ecr ...`), then run `crsbench run ecr-rl` with the same "
+                     "settings in one process: it reuses that run's ECR checkpoints (rl_stage.reuse_ecr)")
 
     def fit(self, data) -> None:
         from crsbench_plugins.ecr_rl import pipeline
