@@ -124,7 +124,9 @@ def peak_memory_mb() -> float:
     return round(max(own, children) / 1024, 1)
 
 
-def environment(device: str) -> dict[str, Any]:
+def environment(device: str, git: dict | None = None) -> dict[str, Any]:
+    """``git``: the repository state when the run started (``git_state()`` then); the code a
+    run imported is the code of its start, not of the moment the result is written."""
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -132,14 +134,14 @@ def environment(device: str) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "device": device,
         "libraries": library_versions(),
-        "git": git_state(),
+        "git": git if git is not None else git_state(),
     }
 
 
 def build_result(*, task: dict, model: dict, seeds: dict, evaluation: dict, metrics: dict,
                  timings: dict, device: str, notes: list[str] | None = None,
                  extra: dict | None = None, created: str | None = None,
-                 plugins: dict | None = None) -> dict:
+                 plugins: dict | None = None, git: dict | None = None) -> dict:
     """Assemble a result document.
 
     task:       {"name", "version", "protocols": [...], "data": {"variant", "sha256", "files"}}
@@ -170,7 +172,7 @@ def build_result(*, task: dict, model: dict, seeds: dict, evaluation: dict, metr
         "metrics": metrics,
         "timings": {k: round(float(v), 2) for k, v in timings.items()},
         "peak_memory_mb": peak_memory_mb(),
-        "environment": environment(device),
+        "environment": environment(device, git),
         "notes": list(notes or []),
         "extra": extra or {},
     }

@@ -114,7 +114,10 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
 
     from crsbench.provenance import plugins_used, require_metrics
 
+    from crsbench.results import git_state
+
     started = time.perf_counter()
+    git = git_state()  # the code this run imports is the code of now, whatever changes meanwhile
     registry = get_registry()
     registry.used = {}  # this run's lookups only
     model_entry, task_entry = lookup("models", model_name), lookup("tasks", task_name)
@@ -194,7 +197,7 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
                 task=task_info, model=model_info, seeds={"run": seed, "bootstrap": seed}, evaluation={},
                 metrics={}, timings=timings, device=device, notes=[f"stopped: {exc}"],
                 plugins=plugins_used(registry, model=model_name, task=task_name, metric_keys=()),
-                extra={"stopped": str(exc)}))
+                extra={"stopped": str(exc)}, git=git))
             log.error("stopped: %s", exc)
             raise
         timings["fit"] = time.perf_counter() - t0
@@ -234,7 +237,7 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
             metrics=metrics, timings=timings, device=device, notes=notes,
             plugins=plugins_used(registry, model=model_name, task=task_name, metric_keys=metrics,
                                  judges=[judge] if judge else ()),
-            extra={**model.result_extra(), **({"judge": judged} if judged else {})})
+            extra={**model.result_extra(), **({"judge": judged} if judged else {})}, git=git)
         write_json_atomic(run_dir / RESULT_FILE, result)
         log.info("wrote %s", run_dir / RESULT_FILE)
         return run_dir

@@ -92,3 +92,15 @@ def test_resume_refuses_changed_config(small_runs, capsys):
                "--output-dir", str(out_dir), "--no-progress")
     assert code == 2
     assert "different configuration" in capsys.readouterr().err
+
+
+def test_the_result_records_the_commit_the_run_started_from(tmp_path, monkeypatch):
+    """A commit made while a long run works must not be credited with its result."""
+    from crsbench import results
+
+    states = iter([{"commit": "a" * 40, "dirty": False}] + [{"commit": "b" * 40, "dirty": True}] * 10)
+    monkeypatch.setattr(results, "git_state", lambda *a, **k: next(states))
+    assert cli("run", "popularity", "--task", "redial", "--limit", "5", "--n-bootstrap", "10",
+               "--output-dir", str(tmp_path), "--no-progress") == 0
+    result = read_result(tmp_path / "popularity_redial_default_s0_n5")
+    assert result["environment"]["git"] == {"commit": "a" * 40, "dirty": False}
