@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from crsbench.results import peak_memory_mb
 from crsbench_plugins.ecr import features as feat
+from crsbench_plugins.ecr.checkpoints import read_done
 from crsbench_plugins.ecr.prompt_model import (CoAppearance, KGPromptEncoder, LMShape, freeze, last_hidden,
                                                relation_edges)
 from crsbench_plugins.ecr.train_stage import train_stage
@@ -283,8 +284,9 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
     s1_labels = [list(dict.fromkeys(list(s["response_entities"]) + list(s["targets"]))) for s in train]
     s1_train = [s for s, labels in zip(train, s1_labels) if labels]
     s1_labels = [labels for labels in s1_labels if labels]
-    with _Timer(state, "stage1_inputs"):
-        s1_in = Inputs(state, s1_train, None, cached=True, with_response=True)
+    with _Timer(state, "stage1_inputs"):  # a finished stage is loaded: its inputs are not built again
+        s1_in = None if read_done(ckpt / "stage1_pretrain") else Inputs(state, s1_train, None, cached=True,
+                                                                         with_response=True)
     lm = state.lm
     with _Timer(state, "stage1_pretrain"):
         s1 = cfg["stage1"]
@@ -294,7 +296,7 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
             lambda module, batch: weighted_rec_loss(rec_scores(module, lm, batch, use_prefix=False), batch),
             s1, ckpt / "stage1_pretrain", steps_per_epoch=_n_batches(len(s1_labels), s1["batch_size"]),
             progress=progress)
-    del s1_in
+    s1_in = None  # the token states are not needed after the stage
 
     # Conversation: prompts that make the frozen LM write the reply with <movie> slots.
     with _Timer(state, "templates"):
@@ -321,8 +323,10 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
                                              else "off")
     valid_rec = [s for s in valid if s["targets"]]
     with _Timer(state, "stage2_inputs"):
-        s2_in = Inputs(state, rec_train, [s["response_template"] for s in rec_train], cached=True)
-        valid_in = Inputs(state, valid_rec, [s["response_template"] for s in valid_rec], cached=True)
+        s2_in = valid_in = None
+        if not read_done(ckpt / "stage2_recommendation"):
+            s2_in = Inputs(state, rec_train, [s["response_template"] for s in rec_train], cached=True)
+            valid_in = Inputs(state, valid_rec, [s["response_template"] for s in valid_rec], cached=True)
     position = {item: k for k, item in enumerate(state.items)}
 
     def validate(module):
@@ -349,7 +353,7 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
             lambda module, batch: weighted_rec_loss(rec_scores(module, lm, batch), batch),
             s2, ckpt / "stage2_recommendation", steps_per_epoch=_n_batches(len(s2_labels), s2["batch_size"]),
             validate=validate, progress=progress)
-    del s2_in, valid_in
+    s2_in = valid_in = None
     state.encoder.token_cache.forget()
     state.rec = encoder.eval()
     with torch.no_grad():
