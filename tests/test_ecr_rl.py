@@ -76,3 +76,18 @@ def test_critic_gate_stops_rl(runs, run_crsbench, tmp_path):
     assert "Traceback" not in proc.stderr
     stopped = json.loads((tmp_path / "ecr-rl_redial_smoke_s0_n6" / "result.json").read_text())
     assert "Spearman" in stopped["extra"]["stopped"] and stopped["metrics"] == {}
+
+
+@pytest.mark.slow
+def test_ecr_rl_runs_on_inspired_through_the_task_api(tmp_path):
+    """A second task with a graph and no feedback: the whole ECR-RL pipeline, judged with the
+    task's own default rubric."""
+    rl_dir = run("ecr-rl", output_dir=tmp_path, **{**ARGS, "task_name": "inspired", "limit": 4})
+    result = load(rl_dir)
+    assert result["task"]["name"] == "inspired" and result["model"]["name"] == "ecr-rl"
+    assert result["extra"]["stages"]["feedback_weighting"] == "off: the task has no feedback"
+    rl = result["extra"]["rl"]
+    assert rl["judge"]["rubric_version"] == "ecr-subjective-v1" and rl["critic"]["n_pairs"] > 0
+    assert rl["rl"]["steps"] == 2 and rl["rl"]["stopped"] is None
+    assert not [k for k in result["metrics"] if k.endswith("/auc") or "/rt@" in k]  # no feedback, not computed
+    assert len([k for k in result["metrics"] if k.startswith("judge/")]) == 5
