@@ -7,6 +7,7 @@ one (ECR, UniCRS) read only what is declared here. A task without a graph leaves
 """
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from crsbench.errors import UserError
@@ -41,8 +42,8 @@ class KnowledgeGraph:
     def num_relations(self) -> int:
         return max(self.relation2id.values()) + 1
 
-    @property
-    def id2entity(self) -> dict[int, str]:
+    @cached_property
+    def id2entity(self) -> dict[int, str]:  # built once: models look entities up per triple
         return {i: key for key, i in self.entity2id.items()}
 
     @property
