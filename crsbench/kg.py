@@ -60,7 +60,7 @@ def require_kg(data, model: str):
     kg = getattr(data, "kg", None)
     if kg is None:
         raise UserError(f"model {model!r} needs a knowledge graph, and this task provides none (TaskData.kg is "
-                        "None); see docs/plugin-api.md, 'What a task offers to models'")
+                        "None); see docs/plugin-api.md, 'KnowledgeGraph'")
     missing = [name for name in KG_ATTRIBUTES if not hasattr(kg, name)]
     if missing:
         raise UserError(f"model {model!r}: the task's knowledge graph lacks {', '.join(missing)} "
