@@ -5,7 +5,8 @@ What a judge is asked is a :class:`crsbench.rubric.Rubric`: a registered, versio
 ``ecr-subjective-v1``). A judge takes the rubric as its ``rubric`` option (a name or an
 object); a run passes its task's ``default_rubric`` unless told otherwise. Every result
 records the judge's model id and the rubric's name, and scores of different judges or
-rubrics never share a leaderboard column (``judge/<judge-id>/<rubric name>/<metric>``).
+rubrics never share a leaderboard column (``judge/<judge-id>/<rubric name>/<metric>``; the
+judge id is the model id plus ``~`` and a digest of the settings that change its scores).
 
 This module is imported by plugins at registration time, so it stays light: only the
 standard library. Backends (transformers, an OpenAI-compatible endpoint) live in
@@ -75,8 +76,21 @@ def input_digest(item: JudgeInput, settings: dict | None = None) -> str:
                                      separators=(",", ":")).encode()).hexdigest()
 
 
+def settings_digest(settings: dict | None) -> str:
+    """8 hex digits of sha256 over the settings that change a judge's scores."""
+    text = json.dumps(settings or {}, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def judge_id(model_id: str, settings: dict | None) -> str:
+    """A judge's recorded id: its model, plus ``~<settings digest>`` when it has settings, so
+    the same model judging with other settings (chat template, dtype, ...) never shares a
+    key, a comparison or a leaderboard column with it."""
+    return f"{model_id}~{settings_digest(settings)}" if settings else model_id
+
+
 def metric_key(model_id: str, metric: str, rubric_version: str) -> str:
-    """The result/leaderboard key of one judge metric."""
+    """The result/leaderboard key of one judge metric (``model_id``: the judge id)."""
     return f"judge/{model_id}/{rubric_version}/{metric}"
 
 
@@ -166,13 +180,25 @@ class Judge:
         with self._lock:
             return dict(self._counts)
 
+    @property
+    def judge_id(self) -> str:
+        """The model id plus a digest of :meth:`settings` (see :func:`judge_id`)."""
+        return judge_id(self.model_id, self.settings())
+
+    @property
+    def key(self) -> str:
+        """``<judge id>/<rubric>``: the group of this judge's scores in records and results."""
+        return f"{self.judge_id}/{self.rubric_version}"
+
     def describe(self) -> dict:
         """What to record next to the scores of a run."""
-        return {"judge": self.name, "model": self.model_id, "rubric_version": self.rubric_version,
-                "metrics": list(self.metrics), "settings": self.settings()}
+        settings = self.settings()
+        return {"judge": self.name, "model": self.model_id, "id": judge_id(self.model_id, settings),
+                "rubric_version": self.rubric_version, "metrics": list(self.metrics), "settings": settings,
+                "settings_digest": settings_digest(settings)}
 
     def metric_key(self, metric: str) -> str:
-        return metric_key(self.model_id, metric, self.rubric_version)
+        return metric_key(self.judge_id, metric, self.rubric_version)
 
     def check_options(self, known: Iterable[str]) -> None:
         extra = sorted(set(self.options) - set(known) - {"rubric"})

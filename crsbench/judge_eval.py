@@ -51,7 +51,7 @@ def judge_records(records: list[dict], judge, n_dialogs: int, seed: int, progres
     from crsbench.judge import JudgeInput
 
     idx = judge_sample(records, n_dialogs, seed)
-    key = f"{judge.model_id}/{judge.rubric_version}"
+    key = judge.key  # judge id (model + settings digest) / rubric
     items = [JudgeInput(list(records[i].get("context") or []), records[i]["response"],
                         records[i].get("context_roles")) for i in idx]
     scores = []

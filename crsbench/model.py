@@ -21,6 +21,8 @@ class RunContext:
     device: str = "cpu"
     profile: str = "default"
     progress: bool = True  # show progress bars (``--no-progress`` turns them off)
+    # the run's evaluation judge as {"name": ..., **options} (``--judge``), None without one
+    judge: dict | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("crsbench"))
 
     @property

@@ -21,8 +21,7 @@ CURVES = ("*.png",)
 
 
 def _blocks(run_dirs: list[Path], out_dir: Path, n_samples: int, seed: int) -> list[tuple]:
-    from crsbench.evaluation import compare_records
-    from crsbench.plugins import get_registry
+    from crsbench.compare import paired_rows, refusal_lines
     from crsbench.results import read_result
 
     blocks: list[tuple] = [("h1", "crsbench report")]
@@ -51,8 +50,7 @@ def _blocks(run_dirs: list[Path], out_dir: Path, n_samples: int, seed: int) -> l
     for k in range(1, len(run_dirs)):
         protocols = [p for p in configs[0]["protocols"] if p in configs[k]["protocols"]]
         try:
-            comp = compare_records(records[0], records[k], get_registry().metrics_objects(), protocols,
-                                   n_boot=1000, seed=seed)
+            comp, refused = paired_rows(run_dirs[0], run_dirs[k], records[0], records[k], protocols, 1000, seed)
         except ValueError as exc:
             blocks.append(("p", f"{labels[k]} vs {labels[0]}: not comparable ({exc})"))
             continue
@@ -60,6 +58,8 @@ def _blocks(run_dirs: list[Path], out_dir: Path, n_samples: int, seed: int) -> l
         blocks.append(("table", ["metric", "A", "B", "B - A", "95% CI", "p", "n"],
                        [[key, fmt(c["a"]), fmt(c["b"]), fmt(c["delta"]), f"[{fmt(c['ci_low'])}, {fmt(c['ci_high'])}]",
                          fmt_p(c["p_value"], 1000), str(c["n"])] for key, c in sorted(comp.items())]))
+        for line in refusal_lines(refused):
+            blocks.append(("p", line))
 
     for d, r, label in zip(run_dirs, results, labels):
         rl = (r.get("extra") or {}).get("rl")
@@ -67,11 +67,28 @@ def _blocks(run_dirs: list[Path], out_dir: Path, n_samples: int, seed: int) -> l
             blocks.append(("h2", f"Critic and RL: {label}"))
             critic = rl.get("critic", {})
             heads = critic.get("heads", {})
-            blocks.append(("table", ["head", "held-out Spearman", "held-out R²", "n"],
-                           [[m, fmt(h.get("spearman"), 3), fmt(h.get("r2"), 3), str(h.get("n_heldout"))]
-                            for m, h in heads.items()] +
-                           [["combined", fmt(critic.get("combined", {}).get("spearman"), 3),
-                             fmt(critic.get("combined", {}).get("r2"), 3), str(critic.get("combined", {}).get("n_heldout"))]]))
+            combined = critic.get("combined", {})
+            blocks.append(("p", f"Held-out: {critic.get('n_contexts_heldout', '?')} contexts the critic never saw "
+                                f"({critic.get('n_heldout')} judged replies)."))
+            blocks.append(("table", ["head", "held-out Spearman", "held-out R²", "within-context accuracy", "n"],
+                           [[m, fmt(h.get("spearman"), 3), fmt(h.get("r2"), 3), fmt(h.get("within_context_accuracy"), 3),
+                             str(h.get("n_heldout"))] for m, h in heads.items()] +
+                           [["combined", fmt(combined.get("spearman"), 3), fmt(combined.get("r2"), 3),
+                             fmt((combined.get("within_context") or {}).get("accuracy"), 3),
+                             str(combined.get("n_heldout"))]]))
+            within, across = combined.get("within_context") or {}, combined.get("across_contexts") or {}
+            if within:
+                blocks.append(("p", f"Gate numbers (combined): within-context pairwise accuracy "
+                                    f"{fmt(within.get('accuracy'), 3)} [{fmt(within.get('ci_low'), 3)}, "
+                                    f"{fmt(within.get('ci_high'), 3)}] on {within.get('n_pairs')} same-context pairs; "
+                                    f"Spearman across contexts {fmt(across.get('spearman'), 3)} "
+                                    f"[{fmt(across.get('ci_low'), 3)}, {fmt(across.get('ci_high'), 3)}]."))
+            components = rl.get("rl", {}).get("components") or {}
+            if components:
+                blocks.append(("p", "Reward components during RL (std within a prompt's completions, and over the batch):"))
+                blocks.append(("table", ["component", "weight", "within-group std", "batch std", "steps left out"],
+                               [[k, fmt(v.get("weight")), fmt(v["within_group_std_mean"], 4), fmt(v["batch_std_mean"], 4),
+                                 f"{v['steps_constant_within_groups']} of {v['steps']}"] for k, v in components.items()]))
             held = rl.get("heldout_reward", {})
             if held:
                 blocks.append(("p", "Reward on held-out test contexts, ECR's replies vs ECR-RL's:"))
@@ -79,6 +96,21 @@ def _blocks(run_dirs: list[Path], out_dir: Path, n_samples: int, seed: int) -> l
                                [[k, fmt(v["ecr"]), fmt(v["ecr_rl"]), fmt(v["delta"]),
                                  f"[{fmt(v['ci_low'])}, {fmt(v['ci_high'])}]", fmt_p(v["p_value"], 1000), str(v["n"])]
                                 for k, v in held.items()]))
+            judged = rl.get("heldout_judged") or {}
+            if judged.get("paired"):
+                lc = judged.get("length_controlled", {})
+                words = judged.get("length_words", {})
+                blocks.append(("p", f"Judge ({judged.get('key')}) on {judged.get('n_judged')} held-out test contexts, "
+                                    f"ECR vs ECR-RL; replies {fmt(words.get('ecr'), 2)} vs {fmt(words.get('ecr_rl'), 2)} "
+                                    f"words. Length-controlled: the intercept of the paired difference regressed "
+                                    f"on the word-count difference."))
+                blocks.append(("table", ["metric", "ECR", "ECR-RL", "delta", "95% CI", "p",
+                                         "length-controlled", "95% CI", "p", "per word"],
+                               [[k, fmt(v["ecr"]), fmt(v["ecr_rl"]), fmt(v["delta"]),
+                                 f"[{fmt(v['ci_low'])}, {fmt(v['ci_high'])}]", fmt_p(v["p_value"], 1000),
+                                 fmt(lc[k]["intercept"]), f"[{fmt(lc[k]['ci_low'])}, {fmt(lc[k]['ci_high'])}]",
+                                 fmt_p(lc[k]["p_value"], 1000), fmt(lc[k]["slope_per_word"])]
+                                for k, v in judged["paired"].items()]))
             if rl.get("rl", {}).get("stopped"):
                 blocks.append(("p", f"RL stopped early: {rl['rl']['stopped']}"))
         images = sorted((d / "checkpoints").rglob("*.png")) if (d / "checkpoints").exists() else []

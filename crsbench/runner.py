@@ -179,7 +179,7 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
                  len(test), len(data.items))
 
         context = RunContext(run_dir=run_dir, seed=seed, device=device, profile=profile, logger=log,
-                             progress=progress)
+                             progress=progress, judge={"name": judge, **judge_opts} if judge else None)
         model = model_cls(model_config, context)
         t0 = time.perf_counter()
         task_info = {"name": task_name, "version": task_cls.version, "protocols": list(task_cls.protocols),

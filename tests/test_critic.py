@@ -40,13 +40,14 @@ class HashBagEncoder:
 
 
 def make_pairs(n=250, seed=0):
-    """Responses of 3-9 words plus 0-5 ' !'; shouting = 1.5 * '!' count, wordiness = words."""
+    """Responses of 3-9 words plus 0-5 ' !'; shouting = 1.5 * '!' count, wordiness = words.
+    Five replies per context (50 contexts for 250 pairs)."""
     rng = np.random.default_rng(seed)
     pairs, scores = [], []
     for i in range(n):
         n_words, n_bang = int(rng.integers(3, 10)), int(rng.integers(0, 6))
         response = " ".join(rng.choice(WORDS, size=n_words)) + " !" * n_bang
-        pairs.append((["hello there", f"turn {i % 7}", "what do you like?"], response))
+        pairs.append((["hello there", f"turn {i // 5}", "what do you like?"], response))
         scores.append({"shouting": 1.5 * n_bang, "wordiness": float(n_words)})
     return pairs, scores
 
@@ -73,12 +74,18 @@ def learnable(one_torch_thread, tmp_path_factory):
 def test_learnable_scores_give_high_heldout_spearman(learnable):
     _, _, report, _ = learnable
     assert (report["n_pairs"], report["n_heldout"]) == (250, 50)
+    assert (report["n_contexts"], report["n_contexts_heldout"], report["split"]) == (50, 10, "by context")
     assert report["n_train"] + report["n_val"] == 200
     for metric in METRICS:
         assert report["heads"][metric]["spearman"] > 0.8, report["heads"]
         assert report["heads"][metric]["r2"] > 0.5
     assert report["combined"]["spearman"] > 0.8 and report["combined"]["r2"] > 0.5
     assert check_critic(report, min_spearman=0.8, per_head=True) is report
+    within = report["combined"]["within_context"]
+    assert within["n_contexts"] == 10 and within["n_pairs"] > 50  # 10 x C(5, 2) = 100, less judge ties
+    assert within["accuracy"] > 0.8 and within["ci_low"] > 0.7, within  # the gate's CI is far above 0.5
+    across = report["combined"]["across_contexts"]
+    assert across["ci_low"] < across["spearman"] < across["ci_high"] and across["n_contexts"] == 10
     json.dumps(report)  # JSON-ready; the critic rides along as an attribute
     assert isinstance(report.critic, Critic) and report.critic.report["combined"] == report["combined"]
 
@@ -191,11 +198,13 @@ def test_check_critic_per_head_option():
               "combined": {"spearman": 0.5, "r2": 0.2, "train_target_std": 0.2},
               "heads": {"x": {"spearman": 0.1, "train_target_std": 0.2},
                         "y": {"spearman": 0.7, "train_target_std": 0.2}}}
-    assert check_critic(report, min_spearman=0.4) is report
+    assert check_critic(report, min_spearman=0.4, min_within_accuracy=None) is report
     with pytest.raises(DegenerateRunError, match=r"below 0.4 for head\(s\) x 0.100 \["):
-        check_critic(report, min_spearman=0.4, per_head=True)
+        check_critic(report, min_spearman=0.4, per_head=True, min_within_accuracy=None)
     with pytest.raises(DegenerateRunError, match="combined score 0.500 < 0.6"):
-        check_critic(report, min_spearman=0.6)
+        check_critic(report, min_spearman=0.6, min_within_accuracy=None)
+    with pytest.raises(DegenerateRunError, match="within-context pairwise accuracy is undefined"):
+        check_critic(report, min_spearman=0.4)  # a report without it does not pass the default gate
 
 
 def test_critic_reward_loads_and_gates(learnable):
@@ -239,7 +248,7 @@ def test_real_minilm_encoder_learns_sentiment(tmp_path, monkeypatch):
     for thing in things:
         for score, adjectives in levels.items():
             for adjective in adjectives:
-                pairs.append((["Any suggestions?"], f"That {thing} was {adjective}."))
+                pairs.append(([f"Any {thing} to suggest?"], f"That {thing} was {adjective}."))
                 scores.append({"positivity": score})
     report = train_critic(pairs, scores, {"metrics": ["positivity"], "epochs": 100, "cache_embeddings": True},
                           tmp_path / "critic", seed=0, encoder=encoder)
@@ -319,3 +328,48 @@ def test_unknown_head_is_a_user_error():
     pairs, scores = make_pairs(20)
     with pytest.raises(UserError, match="head must be one of mlp, ridge"):
         train_critic(pairs, scores, {**FAST, "head": "forest"}, None, seed=0, encoder=HashBagEncoder())
+
+
+def test_context_level_signal_passes_spearman_but_fails_the_within_context_gate():
+    """The failure the gate exists for: the judge's score follows the context (learnable, so
+    the pooled held-out Spearman is high) while the replies of one context are ordered at
+    random. A group-relative RL advantage would be noise; the gate stops it."""
+    rng = np.random.default_rng(3)
+    pairs, scores = [], []
+    for c in range(60):
+        mood = "happy" if c % 2 else "sad"
+        for _ in range(4):
+            response = " ".join(rng.choice(WORDS, size=int(rng.integers(3, 10))))
+            pairs.append(([f"I feel {mood} today", f"turn {c}"], response))
+            level = 7.0 if mood == "happy" else 2.0
+            scores.append({"shouting": level + rng.uniform(0, 1), "wordiness": level + rng.uniform(0, 1)})
+    cfg = {**FAST, "context_turns": 2, "heldout": 0.4}
+    report = train_critic(pairs, scores, cfg, None, seed=0, encoder=HashBagEncoder())
+    assert report["combined"]["spearman"] > 0.4, report["combined"]
+    within = report["combined"]["within_context"]
+    assert within["ci_low"] < 0.5 < within["ci_high"], within
+    check_critic(report, min_spearman=0.4, min_within_accuracy=None)  # Spearman alone would let it through
+    with pytest.raises(DegenerateRunError, match="cannot rank the replies of one context") as err:
+        check_critic(report, min_spearman=0.4)
+    assert f"on {within['n_pairs']} pairs of 24 held-out contexts" in str(err.value)
+
+
+def test_pairwise_accuracy_counts_ties_and_kinds():
+    from crsbench_plugins.ecr_rl.critic import pairwise_accuracy
+
+    group = np.array([0, 0, 0, 1, 1])
+    target = np.array([1.0, 2.0, 2.0, 5.0, 3.0])  # one judge tie in context 0: not compared
+    pred = np.array([0.1, 0.3, 0.2, 0.4, 0.4])    # a critic tie in context 1: half a point
+    kinds = ["gt", "s", "s", "gt", "s"]
+    out = pairwise_accuracy(group, pred, target, seed=0, kinds=kinds)
+    assert out["n_pairs"] == 3 and out["n_contexts"] == 2
+    assert out["accuracy"] == pytest.approx(2.5 / 3)
+    assert out["by_kind"] == {"gt vs s": {"accuracy": pytest.approx(2.5 / 3), "n_pairs": 3}}
+    assert out["ci_low"] <= out["accuracy"] <= out["ci_high"]
+
+
+def test_a_critic_needs_several_contexts():
+    pairs, scores = make_pairs(20)
+    same = [(["one context"], r) for _, r in pairs]
+    with pytest.raises(DegenerateRunError, match="from 1 context"):
+        train_critic(same, scores, FAST, None, seed=0, encoder=HashBagEncoder())

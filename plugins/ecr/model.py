@@ -27,7 +27,7 @@ def require_sample_key(data, key: str, model: str, why: str) -> None:
 
 class ECRModel(Model):
     name = "ecr"
-    version = "2.0"
+    version = "2.1"  # 2.1: stage 3 writes the whole reply (official); 2.0 appended a description
     description = "ECR (Zhang et al., RecSys 2024): emotion-aware CRS, full training pipeline"
     generates = True
     profiles = ECR_PROFILES
@@ -67,4 +67,5 @@ class ECRModel(Model):
 class UniCRSModel(ECRModel):
     name = "unicrs"
     description = "UniCRS (Wang et al., KDD 2022): KG prompts for a frozen LM (ECR with every emotion component off)"
+    version = "2.0"  # stage 3 is off: ECR 2.1's change does not touch UniCRS
     profiles = unicrs_profiles()

@@ -414,24 +414,31 @@ def fill_template(template: str, names: list[str]) -> tuple[str, list[str]]:
     return " ".join(text.split()), used
 
 
-def respond(state: ECRState, batch: list[dict]) -> list[str]:
+def reply_requests(state: ECRState, batch: list[dict]) -> list[tuple[str, list[int]]]:
+    """Per sample: the conversation model's template filled with the top recommendations not
+    already in the context, and the items that fill its slots (empty: the template has none)."""
     missing = [s for s in batch if s["sample_id"] not in state.rankings]
     for start in range(0, len(missing), 64):
         rank_items(state, missing[start:start + 64], top=20)
-    tpls = templates_for(state, batch)
-    replies, knowledge_items, slots = [], [], []
-    for s, tpl in zip(batch, tpls):
+    out = []
+    for s, tpl in zip(batch, templates_for(state, batch)):
         seen = set(s["context_items"])
         ranked = [i for i in state.rankings[s["sample_id"]] if i not in seen] or state.rankings[s["sample_id"]]
         names = [state.item_names.get(i, str(i)) for i in ranked]
         text, used = fill_template(tpl, names)
-        replies.append(text)
-        if used and state.describer is not None:
-            slots.append(len(replies) - 1)
-            knowledge_items.append((ranked[0], tpl))
+        out.append((text, ranked[:len(used)]))
+    return out
+
+
+def respond(state: ECRState, batch: list[dict]) -> list[str]:
+    """The filled template; where it recommends a movie and stage 3 is on, the emotion-aligned
+    generator's whole reply instead (the filled template when the generator writes nothing)."""
+    requests = reply_requests(state, batch)
+    replies = [text for text, _ in requests]
+    slots = [k for k, (_, items) in enumerate(requests) if items] if state.describer is not None else []
     if slots:
-        descriptions = state.describer.generate(knowledge_items)
-        for k, desc in zip(slots, descriptions):
-            if desc:
-                replies[k] = f"{replies[k]} {desc}".strip()
+        generated = state.describer.generate([(requests[k][1], requests[k][0]) for k in slots])
+        for k, text in zip(slots, generated):
+            if text.strip():
+                replies[k] = " ".join(text.split())
     return replies

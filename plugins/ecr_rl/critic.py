@@ -10,11 +10,17 @@ sigmoid, trained with early stopping) or ``ridge`` (one linear map fitted in clo
 penalty chosen by k-fold cross-validation inside the training part, output clipped to
 [0, 1]). With a few hundred judged pairs the ridge head is the data-efficient choice.
 
-``train_critic`` splits the scored pairs with a seeded permutation into training (the MLP
-head keeps a slice of it for early stopping) and a held-out part (default 20%) that only the report sees,
-and reports held-out Spearman (scipy) and R^2 per head and for the mean of the heads.
+``train_critic`` splits the scored pairs **by context** (``groups``: the replies of one
+context stay on one side) with a seeded permutation into training (the MLP head keeps some
+contexts for early stopping; the ridge penalty is chosen by grouped cross-validation) and a
+held-out part (default 20% of the contexts) that only the report sees. It reports, per head
+and for the mean of the heads: held-out Spearman across contexts (scipy) and R^2, and the
+**within-context pairwise accuracy** (the share of same-context reply pairs that the critic
+orders as the judge does; judge ties excluded, critic ties count one half), which is what a
+group-relative RL advantage uses; each with a 95% bootstrap CI over held-out contexts.
 ``check_critic`` is the validation gate: it raises ``DegenerateRunError`` when the critic
-would be a meaningless reward (held-out Spearman too low, or flat training targets).
+would be a meaningless reward (held-out Spearman too low, a within-context accuracy whose CI
+reaches 0.5, or flat training targets).
 
 Files: ``critic.safetensors`` (head weights and the feature standardisation),
 ``critic.json`` (architecture, metrics, encoder id, score range, training report) and, from
@@ -68,6 +74,8 @@ HEADS = ("mlp", "ridge")
 SURFACE_FEATURES = ("log_words", "log_chars", "type_token_ratio", "top_token_share", "log_sentences",
                     "alpha_share", "ends_with_punct", "has_year", "has_exclamation", "has_question")
 MIN_TARGET_STD = 1e-3  # in [0, 1] units: 0.009 judge points
+TIE = 1e-9               # judge targets closer than this are a tie (the pair is not compared)
+N_BOOT = 1000
 
 
 def judge_metrics() -> list[str]:
@@ -404,10 +412,16 @@ def _ridge_solve(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray
     return x.T @ dual, mean
 
 
-def _fit_ridge(x: np.ndarray, y: np.ndarray, alphas, folds: int, seed: int) -> tuple[np.ndarray, float, float, dict]:
-    """Ridge on standardised features; the penalty with the lowest k-fold MSE (training rows only)."""
-    order = np.random.default_rng([seed, 7]).permutation(len(x))
-    parts = np.array_split(order, max(2, min(folds, len(x))))
+def _fit_ridge(x: np.ndarray, y: np.ndarray, alphas, folds: int, seed: int,
+               group: np.ndarray | None = None) -> tuple[np.ndarray, float, float, dict]:
+    """Ridge on standardised features; the penalty with the lowest k-fold MSE (training rows
+    only; with ``group``, the folds hold whole contexts)."""
+    group = np.arange(len(x)) if group is None else np.asarray(group)
+    ids = np.unique(group)
+    shuffled = np.random.default_rng([seed, 7]).permutation(ids)
+    order = np.arange(len(x))
+    parts = [np.flatnonzero(np.isin(group, chunk))
+             for chunk in np.array_split(shuffled, max(2, min(folds, len(ids))))]
     cv = {}
     for alpha in alphas:
         errors = []
@@ -421,14 +435,86 @@ def _fit_ridge(x: np.ndarray, y: np.ndarray, alphas, folds: int, seed: int) -> t
     return w, b, best, cv
 
 
+def _group_index(groups, contexts) -> np.ndarray:
+    """One integer per row: its context group (``groups``, else the context itself)."""
+    keys = list(groups) if groups is not None else [json.dumps(c, sort_keys=True, default=str) for c in contexts]
+    if len(keys) != len(contexts):
+        raise UserError(f"critic: {len(keys)} group ids for {len(contexts)} pairs")
+    index: dict = {}
+    return np.array([index.setdefault(k, len(index)) for k in keys], dtype=int)
+
+
+def within_context_pairs(group: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (i, j) of every same-context pair whose judge targets differ (no ties, no NaN)."""
+    left, right = [], []
+    for g in np.unique(group):
+        rows = np.flatnonzero(group == g)
+        for a in range(len(rows)):
+            for b in range(a + 1, len(rows)):
+                i, j = rows[a], rows[b]
+                if np.isfinite(target[i]) and np.isfinite(target[j]) and abs(target[i] - target[j]) > TIE:
+                    left.append(i)
+                    right.append(j)
+    return np.array(left, dtype=int), np.array(right, dtype=int)
+
+
+def pairwise_accuracy(group: np.ndarray, pred: np.ndarray, target: np.ndarray, seed: int,
+                      kinds: Sequence[str] | None = None, n_boot: int = N_BOOT) -> dict:
+    """Within-context pairwise accuracy with a bootstrap CI over contexts (and by pair kind)."""
+    i, j = within_context_pairs(group, target)
+    if not len(i):
+        return {"accuracy": None, "ci_low": None, "ci_high": None, "n_pairs": 0,
+                "n_contexts": int(len(np.unique(group)))}
+    agree = np.sign(pred[i] - pred[j]) * np.sign(target[i] - target[j])
+    credit = np.where(agree > 0, 1.0, np.where(agree == 0, 0.5, 0.0))
+    pair_group = group[i]
+    contexts = np.unique(pair_group)
+    per_context = np.array([[credit[pair_group == g].sum(), (pair_group == g).sum()] for g in contexts])
+    rng = np.random.default_rng([seed, 11])
+    draws = rng.integers(0, len(contexts), size=(n_boot, len(contexts)))
+    sums = per_context[draws].sum(axis=1)
+    boot = sums[:, 0] / sums[:, 1]
+    out = {"accuracy": float(credit.mean()), "ci_low": float(np.percentile(boot, 2.5)),
+           "ci_high": float(np.percentile(boot, 97.5)), "n_pairs": int(len(i)), "n_contexts": int(len(contexts))}
+    if kinds is not None:
+        kinds = np.asarray(kinds)
+        by_kind = {}
+        for name in sorted({" vs ".join(sorted((a, b))) for a, b in zip(kinds[i], kinds[j])}):
+            keep = np.array([" vs ".join(sorted((a, b))) == name for a, b in zip(kinds[i], kinds[j])])
+            by_kind[name] = {"accuracy": float(credit[keep].mean()), "n_pairs": int(keep.sum())}
+        out["by_kind"] = by_kind
+    return out
+
+
+def spearman_ci(group: np.ndarray, pred: np.ndarray, target: np.ndarray, seed: int, n_boot: int = N_BOOT) -> dict:
+    """Pooled Spearman over held-out rows, with a bootstrap CI that resamples whole contexts."""
+    ok = np.isfinite(target)
+    group, pred, target = group[ok], pred[ok], target[ok]
+    value = _spearman(pred, target)
+    contexts = np.unique(group)
+    rows = [np.flatnonzero(group == g) for g in contexts]
+    rng = np.random.default_rng([seed, 12])
+    boot = []
+    for _ in range(n_boot if value is not None and len(contexts) > 1 else 0):
+        idx = np.concatenate([rows[k] for k in rng.integers(0, len(contexts), size=len(contexts))])
+        rho = _spearman(pred[idx], target[idx])
+        if rho is not None:
+            boot.append(rho)
+    lo, hi = (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))) if boot else (None, None)
+    return {"spearman": value, "ci_low": lo, "ci_high": hi, "n_contexts": int(len(contexts))}
+
+
 def train_critic(pairs: Sequence, scores, cfg: Mapping[str, Any] | None, out_dir: str | os.PathLike | None,
-                 seed: int, encoder=None) -> dict:
+                 seed: int, encoder=None, groups: Sequence | None = None, kinds: Sequence[str] | None = None) -> dict:
     """Train a critic on judge-scored (context, response) pairs, save it, return the report.
 
     pairs: ``(context, response)`` tuples (context: list of turns or a string) or dicts with
     those keys. scores: per-pair ``{metric: score}`` dicts, ``{metric: [scores]}``, or an
     (N, M) array in ``cfg["metrics"]`` order; None/NaN marks a missing score. ``out_dir``:
     where ``critic.safetensors``, ``critic.json`` and ``report.json`` go (None: not saved).
+    groups: one context id per pair (default: the context itself); the held-out split, the
+    early-stopping slice and the ridge folds never separate the replies of one context.
+    kinds: optional label per pair (e.g. ``ground_truth``/``ecr_sample``) for the report.
     Returns the report, a JSON-ready dict whose ``.critic`` attribute is the trained Critic.
     """
     import torch
@@ -443,12 +529,24 @@ def train_critic(pairs: Sequence, scores, cfg: Mapping[str, Any] | None, out_dir
     span = cfg["score_max"] - cfg["score_min"]
     targets = np.clip((raw - cfg["score_min"]) / span, 0.0, 1.0)  # NaN stays NaN
 
-    # seeded split: held-out | validation | train
-    perm = np.random.default_rng(seed).permutation(n)
-    n_held = max(1, int(round(cfg["heldout"] * n)))
-    held, rest = perm[:n_held], perm[n_held:]
-    n_val = int(round(cfg["val"] * len(rest))) if len(rest) >= 10 else 0
-    val, train = rest[:n_val], rest[n_val:]
+    # seeded split by context: held-out | validation | train (a context's replies stay together)
+    group = _group_index(groups, contexts)
+    n_groups = int(group.max()) + 1 if n else 0
+    if n_groups < 3:
+        raise DegenerateRunError(f"critic: the {n} scored pairs come from {n_groups} context(s); need at least 3 "
+                                 "to train on some and validate on others")
+    order = np.random.default_rng(seed).permutation(n_groups)
+    n_held_groups = min(n_groups - 2, max(1, int(round(cfg["heldout"] * n_groups))))
+    held_groups, rest_groups = order[:n_held_groups], order[n_held_groups:]
+    n_val_groups = int(round(cfg["val"] * len(rest_groups))) if len(rest_groups) >= 10 else 0
+    val_groups, train_groups = rest_groups[:n_val_groups], rest_groups[n_val_groups:]
+
+    def rows_of(chosen):
+        return np.flatnonzero(np.isin(group, chosen))
+
+    held, rest = rows_of(held_groups), rows_of(rest_groups)
+    val, train = rows_of(val_groups), rows_of(train_groups)
+    n_held, n_val = len(held), len(val)
 
     enc = encoder if encoder is not None else default_encoder()
     tails = [context_tail(c, cfg["context_turns"]) for c in contexts]
@@ -491,7 +589,7 @@ def train_critic(pairs: Sequence, scores, cfg: Mapping[str, Any] | None, out_dir
             for k, m in enumerate(metrics):
                 rows = ~np.isnan(targets[train, k])
                 w, b, alpha, cv = _fit_ridge(x[rows], targets[train, k][rows], cfg["ridge_alphas"],
-                                             cfg["ridge_folds"], seed)
+                                             cfg["ridge_folds"], seed, group[train][rows])
                 with torch.no_grad():
                     critic.heads[m].weight.copy_(torch.as_tensor(w, dtype=torch.float32)[None])
                     critic.heads[m].bias.fill_(b)
@@ -519,23 +617,32 @@ def train_critic(pairs: Sequence, scores, cfg: Mapping[str, Any] | None, out_dir
             critic.heads.load_state_dict(best[1])
         critic.heads.eval()
 
-    # held-out evaluation
+    # held-out evaluation, on contexts the critic never saw
     predicted = critic.predict_features(features_all[torch.as_tensor(held)])
     truth = targets[held]
+    held_group = group[held]
+    held_kinds = None if kinds is None else [kinds[i] for i in held]
     heads = {}
     for k, m in enumerate(metrics):
         ok = ~np.isnan(truth[:, k])
         train_col = targets[train, k]
         heads[m] = {"spearman": _spearman(predicted[ok, k], truth[ok, k]), "r2": _r2(predicted[ok, k], truth[ok, k]),
                     "n_heldout": int(ok.sum()),
+                    "within_context_accuracy": pairwise_accuracy(held_group, predicted[:, k], truth[:, k], seed,
+                                                                 n_boot=200)["accuracy"],
                     "train_target_std": float(np.nanstd(train_col)) if np.any(~np.isnan(train_col)) else 0.0}
     full = ~np.isnan(truth).any(axis=1)
     train_full = targets[train][~np.isnan(targets[train]).any(axis=1)]
-    combined = {"spearman": _spearman(predicted[full].mean(1), truth[full].mean(1)),
-                "r2": _r2(predicted[full].mean(1), truth[full].mean(1)), "n_heldout": int(full.sum()),
+    pred_c = np.where(full, predicted.mean(1), np.nan)
+    truth_c = np.where(full, truth.mean(1), np.nan)
+    combined = {"spearman": _spearman(pred_c[full], truth_c[full]),
+                "r2": _r2(pred_c[full], truth_c[full]), "n_heldout": int(full.sum()),
+                "across_contexts": spearman_ci(held_group, pred_c, truth_c, seed),
+                "within_context": pairwise_accuracy(held_group, pred_c, truth_c, seed, kinds=held_kinds),
                 "train_target_std": float(train_full.mean(1).std()) if len(train_full) else 0.0}
     report = {"seed": int(seed), "metrics": metrics, "n_pairs": n, "n_train": len(train), "n_val": n_val,
-              "n_heldout": n_held, "epochs_run": epochs_run, "best_epoch": best[2] or epochs_run,
+              "n_heldout": n_held, "n_contexts": n_groups, "n_contexts_heldout": int(len(held_groups)),
+              "split": "by context", "epochs_run": epochs_run, "best_epoch": best[2] or epochs_run,
               "encoder": critic.encoder_name, "embed_dim": critic.embed_dim, "head": cfg["head"],
               "surface_features": bool(cfg["surface_features"]), "ridge": ridge or None,
               "heads": heads, "combined": combined,
@@ -548,11 +655,14 @@ def train_critic(pairs: Sequence, scores, cfg: Mapping[str, Any] | None, out_dir
 
 
 def check_critic(report: Mapping[str, Any], min_spearman: float = 0.3, per_head: bool = False,
-                 min_target_std: float = MIN_TARGET_STD) -> Mapping[str, Any]:
+                 min_target_std: float = MIN_TARGET_STD, min_within_accuracy: float | None = 0.5) -> Mapping[str, Any]:
     """The validation gate. Raises ``DegenerateRunError`` naming the numbers when
 
     - the held-out Spearman of the combined (mean-of-heads) score is undefined or below
       ``min_spearman`` (with ``per_head``, also any head's);
+    - with ``min_within_accuracy`` (None: not checked), the within-context pairwise accuracy
+      of the combined score is undefined or its 95% CI does not lie above it: the critic
+      cannot rank the replies of one context, which is all a group-relative advantage uses;
     - the training targets of the combined score or of any head have ~zero variance
       (std below ``min_target_std`` on the [0, 1] scale): the judge gave (nearly) one score.
 
@@ -561,9 +671,12 @@ def check_critic(report: Mapping[str, Any], min_spearman: float = 0.3, per_head:
     heads = report.get("heads") or {}
     combined = report.get("combined") or {}
     per_head_text = ", ".join(f"{m} {_fmt(h.get('spearman'))}" for m, h in heads.items())
+    within = combined.get("within_context") or {}
     detail = (f"held-out Spearman combined {_fmt(combined.get('spearman'))} (per head: {per_head_text}); "
-              f"R^2 combined {_fmt(combined.get('r2'))}; n_heldout={report.get('n_heldout')}, "
-              f"n_train={report.get('n_train')}")
+              f"R^2 combined {_fmt(combined.get('r2'))}; within-context pairwise accuracy "
+              f"{_fmt(within.get('accuracy'))} [{_fmt(within.get('ci_low'))}, {_fmt(within.get('ci_high'))}] "
+              f"on {within.get('n_pairs', 0)} pairs of {within.get('n_contexts', 0)} held-out contexts; "
+              f"n_heldout={report.get('n_heldout')}, n_train={report.get('n_train')}")
     problems = []
     flat = [(m, h.get("train_target_std", 0.0)) for m, h in heads.items()
             if (h.get("train_target_std") or 0.0) < min_target_std]
@@ -579,6 +692,14 @@ def check_critic(report: Mapping[str, Any], min_spearman: float = 0.3, per_head:
                         f"targets), need >= {min_spearman:g}")
     elif rho < min_spearman:
         problems.append(f"held-out Spearman of the combined score {rho:.3f} < {min_spearman:g}")
+    if min_within_accuracy is not None:
+        if within.get("accuracy") is None:
+            problems.append("within-context pairwise accuracy is undefined (no held-out context has two replies "
+                            "the judge scored differently)")
+        elif within["ci_low"] <= min_within_accuracy:
+            problems.append(f"within-context pairwise accuracy {within['accuracy']:.3f} has a 95% CI "
+                            f"[{within['ci_low']:.3f}, {within['ci_high']:.3f}] that reaches {min_within_accuracy:g}: "
+                            f"the critic cannot rank the replies of one context")
     if per_head:
         low = [(m, h.get("spearman")) for m, h in heads.items()
                if h.get("spearman") is None or h["spearman"] < min_spearman]

@@ -80,7 +80,7 @@ DEFAULTS: dict[str, Any] = {
 # keys the ECR-RL pipeline passes along that are not ours
 _PASSTHROUGH = {"n_prompts"}
 
-# every line of rl_log.jsonl has these keys (``components`` maps name -> {"mean", "std"})
+# every line of rl_log.jsonl has these keys (``components`` maps name -> {"mean", "std", "group_std"})
 LOG_KEYS = ("step", "reward_mean", "reward_std", "reward_group_std", "components", "kl", "loss",
             "completion_length", "distinct_completions", "n_completions", "entropy", "grad_norm",
             "learning_rate", "seconds")
@@ -163,12 +163,18 @@ class RewardRecorder:
         for i, r in zip(rl_index, total):
             groups.setdefault(int(i), []).append(float(r))
         group_std = float(np.mean([np.std(g) for g in groups.values()]))
+        group_of = np.array([int(i) for i in rl_index])
+
+        def within(values):  # mean over prompts of the std among that prompt's completions
+            return float(np.mean([np.nanstd(values[group_of == g]) for g in np.unique(group_of)]))
+
         lengths = [len(ids) for ids in completion_ids] if completion_ids is not None else None
         self.calls += 1
         self.last = {
             "reward_mean": float(total.mean()), "reward_std": float(total.std()),
             "reward_group_std": group_std,
-            "components": {k: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v))} for k, v in comps.items()},
+            "components": {k: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "group_std": within(v)}
+                           for k, v in comps.items()},
             "distinct_completions": len(set(texts)), "n_completions": n,
             "completion_length_ids": float(np.mean(lengths)) if lengths else None,
             "example": texts[0],
@@ -179,6 +185,7 @@ class RewardRecorder:
             for k, v in self.last["components"].items():
                 log_metric(f"rewards/{k}/mean", v["mean"])
                 log_metric(f"rewards/{k}/std", v["std"])
+                log_metric(f"rewards/{k}/group_std", v["group_std"])
         return total.tolist()
 
 
