@@ -28,6 +28,19 @@ class WordCountJudge(Judge):
         return [JudgeScore({m: float(min(9, len(i.response.split()))) for m in METRICS}) for i in items]
 
 
+class ScaledWordCountJudge(WordCountJudge):
+    """The word count times option ``scale``: a setting that changes the scores."""
+
+    name = "test-scaled-wordcount"
+
+    def settings(self):
+        return {"scale": float(self.options.get("scale", 1.0))}
+
+    def score(self, items):
+        k = self.settings()["scale"]
+        return [JudgeScore({m: float(min(9, k * len(i.response.split()))) for m in METRICS}) for i in items]
+
+
 class EchoModel(Model):
     """Replies with the last context turn (a generating model without training)."""
 
@@ -49,6 +62,7 @@ class Plugin:
     @hookimpl
     def register_judges(self, register):
         register(WordCountJudge)
+        register(ScaledWordCountJudge)
 
 
 @pytest.fixture
@@ -83,3 +97,42 @@ def test_judge_needs_a_generating_model(plugin, tmp_path):
 
     with pytest.raises(UserError, match="does not generate"):
         run("popularity", "redial", output_dir=tmp_path, limit=3, judge="test-wordcount", progress=False)
+
+
+def test_judge_ids_carry_their_settings_and_compare_refuses_to_pair_other_settings(plugin, tmp_path):
+    from crsbench.compare import compare_runs
+    from crsbench.judge import settings_digest
+
+    runs = {}
+    for name, scale in (("a", 1.0), ("b", 1.0), ("c", 0.5)):
+        runs[name] = run("test-echo", "redial", output_dir=tmp_path / name, limit=12, n_bootstrap=50,
+                         progress=False, judge="test-scaled-wordcount", judge_options=(f"scale={scale}",),
+                         judge_sample=5)
+    results = {k: json.loads((d / "result.json").read_text()) for k, d in runs.items()}
+    judge_id = f"wordcount~{settings_digest({'scale': 1.0})}"
+    assert results["a"]["extra"]["judge"]["id"] == judge_id
+    assert f"judge/{judge_id}/{RUBRIC_VERSION}/lifelikeness" in results["a"]["metrics"]
+    other = results["c"]["extra"]["judge"]["id"]
+    assert other != judge_id and other.startswith("wordcount~")
+
+    same = compare_runs(runs["a"], runs["b"], n_bootstrap=50)
+    assert f"judge/{judge_id}/{RUBRIC_VERSION}/lifelikeness" in same and "Not paired" not in same
+    differ = compare_runs(runs["a"], runs["c"], n_bootstrap=50)
+    assert "judge/" not in differ.split("\n", 2)[2].split("Not paired")[0]  # no judge row is paired
+    assert "Not paired: judge wordcount/ecr-subjective-v1 scored A with {'scale': 1.0} and B with {'scale': 0.5}" \
+        in differ
+
+    # an older run whose key has no digest: the settings its result file recorded decide
+    for name in ("a", "c"):
+        path = runs[name] / "predictions.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        for r in records:
+            if "judge" in r:
+                r["judge"] = {f"wordcount/{RUBRIC_VERSION}": next(iter(r["judge"].values()))}
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        result = json.loads((runs[name] / "result.json").read_text())
+        result["extra"]["judge"]["key"] = f"wordcount/{RUBRIC_VERSION}"
+        (runs[name] / "result.json").write_text(json.dumps(result))
+    legacy = compare_runs(runs["a"], runs["c"], n_bootstrap=50)
+    assert "Not paired: judge wordcount/ecr-subjective-v1" in legacy
+    assert f"judge/wordcount/{RUBRIC_VERSION}/" not in legacy.split("Not paired")[0]

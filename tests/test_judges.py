@@ -703,6 +703,53 @@ def test_http_judge_options():
     assert judge.request_body(ITEMS[0])["response_format"] == {"type": "json_object"}
     assert OpenAIJudge(model="m", base_url="http://h/x/chat/completions").url == "http://h/x/chat/completions"
     assert OpenAIJudge(model="m", temperature=0.7).settings() != judge.settings()
+    assert OpenAIJudge(model="m").settings() != judge.settings()  # json_mode changes answers
+    assert OpenAIJudge(model="m", max_tokens=20).settings() != OpenAIJudge(model="m").settings()
+
+
+def test_digit_expectation_from_top_logprobs():
+    import math
+
+    from crsbench_plugins.judges.http import _top_logprobs, expected_digit
+
+    plain, spaced = tuple(str(d) for d in range(10)), tuple(f" {d}" for d in range(10))
+    value, mass = expected_digit({"3": math.log(0.2), "5": math.log(0.6), " The": math.log(0.2)}, plain)
+    assert value == pytest.approx((3 * 0.2 + 5 * 0.6) / 0.8) and mass == pytest.approx(0.8)
+    assert expected_digit({" 7": 0.0, "7": -30.0}, spaced) == pytest.approx((7.0, 1.0))
+    with pytest.raises(ValueError, match="no digit among the top 2 tokens"):
+        expected_digit({" 7": -0.1, "The": -2.0}, plain)  # " 7" is not a plain digit
+    legacy = {"logprobs": {"tokens": ["4"], "top_logprobs": [{"4": -0.5, "5": -1.0}]}}
+    chat = {"logprobs": {"content": [{"token": "4", "logprob": -0.5,
+                                      "top_logprobs": [{"token": "4", "logprob": -0.5}, {"token": "5", "logprob": -1.0}]}]}}
+    assert _top_logprobs(legacy) == _top_logprobs(chat) == {"4": -0.5, "5": -1.0}
+    with pytest.raises(ValueError, match="no logprobs"):
+        _top_logprobs({"text": "4", "logprobs": None})
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_openai_digit_prompts_are_the_local_judges_plain_prompts(tiny_models, arch):
+    local = local_judge(tiny_models[(arch, False)], chat_template=False)
+    local.load()
+    answer, _ = local._plan
+    digit_tokens = "plain" if answer.endswith(" ") else "spaced"
+    judge = OpenAIJudge(model="m", base_url="http://h:1/v1", method="digit-expectation", digit_tokens=digit_tokens)
+    assert judge.url == "http://h:1/v1/completions"
+    for item in ITEMS:
+        common, middle, suffixes = local.prompt_texts(item)
+        assert judge.digit_prompts(item) == [common + middle + s for s in suffixes]
+    body = judge.completion_body("p")
+    assert body["max_tokens"] == 1 and body["logprobs"] == 20 and body["temperature"] == 0
+    settings = judge.settings()
+    assert settings["method"] == "digit-expectation" and settings["chat_template"] is False
+    assert settings != OpenAIJudge(model="m").settings()
+    for option in ({"top_logprobs": 5}, {"temperature": 0.5}, {"max_context_turns": 2},
+                   {"digit_tokens": "spaced" if digit_tokens == "plain" else "plain"}):
+        other = OpenAIJudge(model="m", method="digit-expectation", **{"digit_tokens": digit_tokens, **option})
+        assert other.settings() != settings, option
+    with pytest.raises(UserError, match="method must be"):
+        OpenAIJudge(model="m", method="vibes")
+    with pytest.raises(UserError, match="top_logprobs"):
+        OpenAIJudge(model="m", method="digit-expectation", top_logprobs=0)
 
 
 # -- the real SmolLM2 judge ---------------------------------------------------------------------------

@@ -414,14 +414,15 @@ def fill_template(template: str, names: list[str]) -> tuple[str, list[str]]:
     return " ".join(text.split()), used
 
 
-def reply_requests(state: ECRState, batch: list[dict]) -> list[tuple[str, list[int]]]:
-    """Per sample: the conversation model's template filled with the top recommendations not
-    already in the context, and the items that fill its slots (empty: the template has none)."""
+def reply_requests(state: ECRState, batch: list[dict], templates: list[str] | None = None) -> list[tuple[str, list[int]]]:
+    """Per sample: the conversation model's template (or the given ``templates``, with ECR's
+    slot token) filled with the top recommendations not already in the context, and the
+    items that fill its slots (empty: the template has none)."""
     missing = [s for s in batch if s["sample_id"] not in state.rankings]
     for start in range(0, len(missing), 64):
         rank_items(state, missing[start:start + 64], top=20)
     out = []
-    for s, tpl in zip(batch, templates_for(state, batch)):
+    for s, tpl in zip(batch, templates if templates is not None else templates_for(state, batch)):
         seen = set(s["context_items"])
         ranked = [i for i in state.rankings[s["sample_id"]] if i not in seen] or state.rankings[s["sample_id"]]
         names = [state.item_names.get(i, str(i)) for i in ranked]

@@ -10,7 +10,8 @@
    that step's total (it cannot change a group-relative advantage) with a warning.
 4. Policy optimisation: TRL on the stage-3 generator, KL-penalised towards ECR's.
 5. Held-out: on seeded test contexts, ECR's and ECR-RL's replies get the same reward and
-   are scored by the evaluation judge (the run's ``--judge``, else ``rl_stage.judge``):
+   (one context per dialogue) are scored by the evaluation judge (the run's ``--judge``,
+   else ``rl_stage.judge``):
    paired differences with dialogue-bootstrap CIs, and a length-controlled judge difference
    (the intercept of the paired judge difference regressed on the length difference).
 Recommendation is untouched: only the stage-3 generator changes.
@@ -61,22 +62,38 @@ def reuse_ecr_checkpoints(cfg: dict, context) -> str | None:
 
 
 # -- replies ----------------------------------------------------------------------------------
-def generator_requests(state, samples, n: int, seed: int, salt: int):
+def generator_requests(state, samples, n: int, seed: int, salt: int, one_per_dialog: bool = False,
+                       placeholder: str | None = None):
     """Up to ``n`` seeded samples whose ECR template recommends a movie (the replies ECR's
-    stage-3 generator writes), with their ``(items, filled template)`` requests."""
-    from crsbench_plugins.ecr.pipeline import reply_requests
+    stage-3 generator writes), with their ``(items, filled template)`` requests; with
+    ``one_per_dialog``, from ``n`` different dialogues. With ``placeholder`` (training
+    contexts only), a context whose generated template names no movie falls back to its
+    reference template (the task's ``response_template``, as stage 3 trains on), so that a
+    weak conversation model still leaves contexts to learn from; the second return value
+    counts those."""
+    from crsbench_plugins.ecr.pipeline import reply_requests, with_slot_token
 
     order = np.random.default_rng([seed, salt]).permutation(len(samples))
-    chosen = []
+    chosen, dialogs = [], set()
     for start in range(0, len(order), max(64, n)):
-        chunk = sorted(order[start:start + max(64, n)].tolist())
-        for k, (filled, items) in zip(chunk, reply_requests(state, [samples[i] for i in chunk])):
-            if items:
-                chosen.append((k, (items, filled)))
+        chunk = order[start:start + max(64, n)].tolist()
+        batch = [samples[i] for i in chunk]
+        found = reply_requests(state, batch)
+        if placeholder is not None:
+            refs = [s["response_template"] for s in with_slot_token(batch, placeholder)]
+            for j, ref in enumerate(reply_requests(state, batch, templates=refs)):
+                if not found[j][1] and ref[1]:
+                    found[j] = (ref[0], ref[1], "reference template")
+        for k, request in zip(chunk, found):
+            if request[1] and not (one_per_dialog and samples[k]["dialog_id"] in dialogs):
+                chosen.append((k, request))
+                dialogs.add(samples[k]["dialog_id"])
         if len(chosen) >= n:
             break
     chosen = sorted(chosen[:n])
-    return [samples[k] for k, _ in chosen], [r for _, r in chosen]
+    requests = [(r[1], r[0]) for _, r in chosen]
+    n_reference = sum(len(r) == 3 for _, r in chosen)
+    return [samples[k] for k, _ in chosen], requests, n_reference
 
 
 def sample_descriptions(model, tokenizer, prompts, n: int, temperature: float, top_p: float,
@@ -122,7 +139,9 @@ def train_rl(state, cfg: dict, data, context) -> dict:
     # 1. judge data: ground truth + sampled replies of ECR's generator, one group per context
     t0 = time.perf_counter()
     dcfg = rcfg["critic_data"]
-    judged_samples, requests = generator_requests(state, train_rec, dcfg["n_contexts"], context.seed, 1)
+    placeholder = getattr(data, "item_placeholder", None) or "<item>"
+    judged_samples, requests, n_ref = generator_requests(state, train_rec, dcfg["n_contexts"], context.seed, 1,
+                                                         placeholder=placeholder)
     if not judged_samples:
         from crsbench.errors import DegenerateRunError
 
@@ -142,6 +161,7 @@ def train_rl(state, cfg: dict, data, context) -> dict:
     scores = judge.score([JudgeInput(c, r, roles) for c, r, roles in pairs])
     ok = [k for k, sc in enumerate(scores) if sc.ok]
     report["judge"] = dict(judge.describe(), role="critic data", n_pairs=len(pairs), n_failed=len(pairs) - len(ok),
+                           n_contexts=len(judged_samples), n_contexts_reference_template=n_ref,
                            stats=judge.stats(),
                            mean_by_kind={kind: float(np.mean([np.mean(list(scores[k].scores.values()))
                                                               for k in ok if kinds[k] == kind] or [np.nan]))
@@ -174,7 +194,8 @@ def train_rl(state, cfg: dict, data, context) -> dict:
 
     # 4. policy optimisation on the stage-3 generator
     t0 = time.perf_counter()
-    rl_samples, rl_requests = generator_requests(state, train_rec, rcfg["rl"]["n_prompts"], context.seed, 2)
+    rl_samples, rl_requests, n_ref = generator_requests(state, train_rec, rcfg["rl"]["n_prompts"], context.seed, 2,
+                                                        placeholder=placeholder)
     rl_prompts = [describer.prompt(r) for r in rl_requests]
     by_prompt = {p: (s, r) for p, s, r in zip(rl_prompts, rl_samples, rl_requests)}
     variance = ComponentVariance(reward.weights)
@@ -190,6 +211,7 @@ def train_rl(state, cfg: dict, data, context) -> dict:
     report["rl"] = rl_finetune(describer.model, describer.tokenizer, rl_prompts, reward_fn, rl_cfg, out_dir / "policy",
                                progress=context.progress)
     report["rl"]["components"] = variance.report()
+    report["rl"]["n_prompts_reference_template"] = n_ref
     policy = report["rl"].pop("model", None)
     if policy is not None:
         describer.model = policy
@@ -199,7 +221,8 @@ def train_rl(state, cfg: dict, data, context) -> dict:
     # 5. held-out test contexts: ECR's replies vs ECR-RL's, by the reward and by the evaluation judge
     t0 = time.perf_counter()
     test_rec = [s for s in data.splits["test"] if s["targets"]]
-    held, held_req = generator_requests(state, test_rec, rcfg["heldout"]["n_contexts"], context.seed, 3)
+    held, held_req, _ = generator_requests(state, test_rec, rcfg["heldout"]["n_contexts"], context.seed, 3,
+                                           one_per_dialog=True)  # generated templates only, as at inference
     r_ecr = [" ".join(t.split()) for t in describer.generate(held_req, model=reference)]
     r_rl = [" ".join(t.split()) for t in describer.generate(held_req)]
     tot_ecr, comp_ecr = reward.score_components(reward_inputs(held, held_req), r_ecr)

@@ -27,6 +27,7 @@ from typing import Any
 
 from crsbench.errors import UserError
 from crsbench.judge import Judge, JudgeInput, JudgeScore
+from crsbench_plugins.judges.prompts import answer_text, metric_parts, plain_prompt_parts
 
 DIGITS = tuple(str(d) for d in range(10))
 OPTIONS = {"model", "model_id", "gguf_file", "device", "dtype", "batch_size", "max_context_turns",
@@ -130,7 +131,15 @@ class LocalJudge(Judge):
 
     def settings(self) -> dict:
         return {"method": "digit-expectation", "max_context_turns": self.max_turns,
-                "max_turn_chars": self.max_turn_chars, "chat_template": self.chat_template}
+                "max_turn_chars": self.max_turn_chars, "chat_template": self.chat_template,
+                "dtype": self.dtype_name}
+
+    @property
+    def dtype_name(self) -> str:
+        """The dtype the weights compute in (``auto``: bfloat16 on CUDA, float32 elsewhere)."""
+        if self.dtype_option != "auto":
+            return self.dtype_option
+        return "bfloat16" if resolve_device(self.device_option).startswith("cuda") else "float32"
 
     # -- loading ---------------------------------------------------------------------------
     def load(self):
@@ -163,9 +172,7 @@ class LocalJudge(Judge):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device = resolve_device(self.device_option)
-        dtype_name = self.dtype_option
-        if dtype_name == "auto":
-            dtype_name = "bfloat16" if device.startswith("cuda") else "float32"
+        dtype_name = self.dtype_name
         key = (self.model_name, self.gguf_file, device, dtype_name)
         with _LOAD_LOCK:
             if key not in _LOADED:
@@ -199,10 +206,10 @@ class LocalJudge(Judge):
 
         spaced = [single(" " + d) for d in DIGITS]
         if all(i is not None for i in spaced) and len(set(spaced)) == 10:
-            return self.rubric.answer_prefix, spaced
+            return answer_text(self.rubric, True), spaced
         plain = [single(d) for d in DIGITS]
         if all(i is not None for i in plain) and len(set(plain)) == 10:
-            return self.rubric.answer_prefix + " ", plain
+            return answer_text(self.rubric, False), plain
         raise UserError("judge: the tokenizer does not spell the digits 0-9 as single tokens")
 
     def _use_chat(self, tokenizer) -> bool:
@@ -217,15 +224,13 @@ class LocalJudge(Judge):
         answer prefix per metric. A prompt is ``common + item_part + suffixes[k]``."""
         _, tokenizer = self.load()
         answer, _ = self._plan
-        parts = [self.rubric.prompt_parts(item.context, item.response, m, roles=item.roles,
-                                          max_turns=self.max_turns, max_turn_chars=self.max_turn_chars)
-                 for m in self.metrics]
-        shared = parts[0][0]
+        limits = {"max_turns": self.max_turns, "max_turn_chars": self.max_turn_chars}
         if not self._use_chat(tokenizer):
-            prefix, suffixes = shared, [q + "\n" + answer for _, q in parts]
+            prefix, suffixes = plain_prompt_parts(self.rubric, item, self.metrics, answer, **limits)
         else:
+            shared, questions = metric_parts(self.rubric, item, self.metrics, **limits)
             prefix, suffixes = None, []
-            for _, question in parts:
+            for question in questions:
                 messages = [{"role": "system", "content": self.rubric.system_prompt},
                             {"role": "user", "content": shared + question}]
                 text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
