@@ -7,7 +7,7 @@ from crsbench_plugins.ecr_rl.config import rl_profiles
 
 class ECRRLModel(ECRModel):
     name = "ecr-rl"
-    version = "2.0"  # 2.0: built on ECR 2.0 (the official prompt architecture)
+    version = "2.1"  # 2.1: the policy writes the whole reply (ECR 2.1), critic gated within contexts; 2.0: built on ECR 2.0
     description = "ECR + RL on the response generator (judge -> critic -> TRL GRPO with KL to ECR)"
     profiles = rl_profiles()
     default_judge = "smollm2"   # the harness judges replies on a seeded test sample
