@@ -11,6 +11,20 @@ from crsbench.runs import ITEM_NAMES_FILE, PREDICTIONS_FILE, read_config, read_j
 from crsbench.tables import fmt, fmt_p
 
 
+def read_item_names(run_dir: Path) -> dict:
+    """item_names.json ({item id: title}); a missing one gives ids, a damaged one an error."""
+    path = Path(run_dir) / ITEM_NAMES_FILE
+    if not path.exists():
+        return {}
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(names, dict):
+        raise UserError(f"{path}: not an object of item id -> title")
+    return names
+
+
 def compare_runs(run_a: Path, run_b: Path, n_bootstrap: int = 1000, seed: int = 0) -> str:
     from tabulate import tabulate
 
@@ -26,7 +40,7 @@ def compare_runs(run_a: Path, run_b: Path, n_bootstrap: int = 1000, seed: int = 
         raise UserError(str(exc)) from None
     table = [[key, fmt(r["a"]), fmt(r["b"]), fmt(r["delta"]), f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
               fmt_p(r["p_value"], n_bootstrap), r["n"]] for key, r in sorted(rows.items())]
-    header = f"A = {run_a} ({config_a['model']})\nB = {run_b} ({config_b['model']})\n"
+    header = f"A = {run_a} ({config_a.get('model', '?')})\nB = {run_b} ({config_b.get('model', '?')})\n"
     notes = ["\n" + line for line in refusal_lines(refused)]
     return header + tabulate(table, headers=["metric", "A", "B", "B - A", "95% CI of B - A", "p", "n"]) + "".join(notes)
 
@@ -59,9 +73,9 @@ def _judge_settings(run_dir: Path) -> dict:
     """{judge key: settings} as the run's result file recorded them."""
     try:
         judge = json.loads((run_dir / RESULT_FILE).read_text()).get("extra", {}).get("judge") or {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # no result file, or not a result object
         return {}
-    return {judge["key"]: judge.get("settings")} if "key" in judge else {}
+    return {judge["key"]: judge.get("settings")} if isinstance(judge, dict) and "key" in judge else {}
 
 
 def unpairable_judges(run_a: Path, run_b: Path, records_a: list[dict], records_b: list[dict]) -> list[tuple]:
@@ -92,9 +106,14 @@ def unpairable_judges(run_a: Path, run_b: Path, records_a: list[dict], records_b
 
 
 def show_samples(run_dir: Path, count: int, seed: int) -> str:
+    from crsbench.evaluation import validate_records
+
     records = read_jsonl(run_dir / PREDICTIONS_FILE)
-    names_path = run_dir / ITEM_NAMES_FILE
-    names = json.loads(names_path.read_text()) if names_path.exists() else {}
+    validate_records(records, str(run_dir / PREDICTIONS_FILE))
+    for number, r in enumerate(records, 1):  # what only this display reads
+        if not isinstance(r.get("context", []), list) or not isinstance(r.get("top", []), list):
+            raise UserError(f"{run_dir / PREDICTIONS_FILE}: record {number}: context and top must be lists")
+    names = read_item_names(run_dir)
     name = lambda item: names.get(str(item), str(item))  # noqa: E731
     chosen = sorted(random.Random(seed).sample(range(len(records)), min(count, len(records))))
     out = []

@@ -1,5 +1,8 @@
-"""A device-placement check for models' tests: every module call's tensor inputs must be on
-the device of that module's own parameters.
+"""Device names, and a device-placement check for models' tests.
+
+``check_device_name(device)`` checks a ``--device`` value before a run starts. The
+placement check: every module call's tensor inputs must be on the device of that module's
+own parameters.
 
 ``with check_devices() as seen: ...`` installs a global forward pre-hook (torch imports
 only when it is used); a call whose input tensor sits on another device than the module's
@@ -53,3 +56,32 @@ def check_devices():
         yield seen
     finally:
         handle.remove()
+
+
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N, mps"
+
+
+def check_device_name(device: str) -> str:
+    """``--device`` checked before anything runs: a name torch knows for a device this
+    machine has (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``), else a UserError."""
+    import re
+
+    from crsbench.errors import UserError
+
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        raise UserError(f"--device {device!r}: not a device name (use {DEVICE_NAMES})")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA device is available on this machine")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    if device == "mps":
+        import torch
+
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UserError("--device mps: no MPS device is available on this machine")
+    return device

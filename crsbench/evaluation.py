@@ -19,6 +19,7 @@ from crsbench.metrics.base import GENERATION, JUDGE, RECOMMENDATION, Units
 from crsbench.protocols import evaluated_ranks
 
 TOP_K_STORED = 20  # ranked items kept per sample for display (`crsbench samples`)
+FEEDBACK_VALUES = ("liked", "disliked", "unknown", None)  # a target's seeker feedback in a record
 
 
 def _batches(seq, size):
@@ -26,9 +27,24 @@ def _batches(seq, size):
         yield seq[start:start + size]
 
 
-def _clean_ranking(ranking, in_catalogue: np.ndarray) -> np.ndarray:
-    """Catalogue items only, first occurrence kept, order preserved."""
-    arr = np.asarray(list(ranking), dtype=np.int64)
+def _clean_ranking(ranking, in_catalogue: np.ndarray, model: str = "model", sample_id=None) -> np.ndarray:
+    """Catalogue items only, first occurrence kept, order preserved. A ranking must be a
+    sequence of integer item ids: a string, a float, a bool or None in it is a model bug,
+    reported as one error naming the model and the sample (never coerced: "3" is not item 3)."""
+    try:
+        arr = np.asarray(ranking if not isinstance(ranking, (str, bytes, dict, set)) else None)
+    except (TypeError, ValueError):
+        arr = np.asarray(None)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        from crsbench.errors import UserError
+
+        items = list(ranking) if isinstance(ranking, (list, tuple)) else None
+        bad = next((x for x in items if isinstance(x, bool) or not isinstance(x, (int, np.integer))), None) \
+            if items else None
+        what = f"holds {bad!r} ({type(bad).__name__}), not an integer item id" if items else \
+            f"is a {type(ranking).__name__}, not a list of integer item ids"
+        raise UserError(f"model {model!r} returned an invalid ranking for sample {sample_id!r}: it {what}")
+    arr = arr.astype(np.int64, copy=False)
     arr = arr[(arr >= 0) & (arr < len(in_catalogue))]
     arr = arr[in_catalogue[arr]]
     _, first = np.unique(arr, return_index=True)
@@ -81,7 +97,8 @@ def predict(model, samples: list[dict], items: list[int], find_items=None,
                     if len(rankings) != len(idx):
                         raise ValueError(f"model {model.name!r} returned {len(rankings)} rankings for {len(idx)} samples")
                     for i, ranking in zip(idx, rankings):
-                        _add_ranks(records[i], _clean_ranking(ranking, in_catalogue), len(in_catalogue))
+                        ranking = _clean_ranking(ranking, in_catalogue, model.name, samples[i]["sample_id"])
+                        _add_ranks(records[i], ranking, len(in_catalogue))
                     _append(log_fh, kind, number, idx, samples, [{k: records[i][k] for k in RANK_FIELDS} for i in idx])
                     time.sleep(delay)
                 else:
@@ -207,6 +224,70 @@ def _add_ranks(record: dict, ranking: np.ndarray, size: int) -> None:
 
 
 # -- scoring ---------------------------------------------------------------------------
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _rank_ok(rank) -> bool:
+    return rank is None or (_is_int(rank) and rank >= 1)
+
+
+def record_problem(r) -> str | None:
+    """What makes a prediction record unscorable, or None. Ranks are 1-based integers or None
+    (unranked): a rank of 0 or below, a string, a float or a bool would score as a hit or as
+    an infinite reciprocal rank; feedback is one of ``FEEDBACK_VALUES`` exactly ("Liked" would
+    silently drop the target from RT@k and AUC)."""
+    if not isinstance(r, dict):
+        return f"a record is a {type(r).__name__}, not an object"
+    for key in ("sample_id", "dialog_id"):
+        if not isinstance(r.get(key), (str, int)) or isinstance(r.get(key), bool):
+            return f"{key} is {r.get(key)!r}"
+    targets = r.get("targets")
+    if not isinstance(targets, list):
+        return f"targets is {targets!r}, not a list"
+    for t in targets:
+        if not isinstance(t, dict) or not _is_int(t.get("item")):
+            return f"target {t!r} has no integer item"
+        if not _rank_ok(t.get("rank")):
+            return f"target {t['item']} has rank {t.get('rank')!r} (ranks are integers >= 1, or null = unranked)"
+        if t.get("feedback") not in FEEDBACK_VALUES:
+            return (f"target {t['item']} has feedback {t.get('feedback')!r} "
+                    f"(one of {', '.join(repr(v) for v in FEEDBACK_VALUES if v)} or null)")
+    items, ranks = r.get("context_items", []), r.get("context_item_ranks", [])
+    if not isinstance(items, list) or not isinstance(ranks, list) or not all(_is_int(i) for i in items):
+        return "context_items / context_item_ranks are not lists of integers"
+    if not all(_rank_ok(x) for x in ranks):
+        bad = next(x for x in ranks if not _rank_ok(x))
+        return f"context item rank {bad!r} (ranks are integers >= 1, or null)"
+    if r.get("response") is not None and not isinstance(r["response"], str):
+        return f"response is a {type(r['response']).__name__}, not text"
+    if not isinstance(r.get("reference", ""), str):
+        return "reference is not text"
+    hyp_items = r.get("hyp_items", 0)
+    if not _is_int(hyp_items) or hyp_items < 0:
+        return f"hyp_items is {hyp_items!r}"
+    return None
+
+
+def validate_records(records: list[dict], source="the prediction records") -> None:
+    """Refuse records that would score wrongly (see :func:`record_problem`) and duplicated
+    sample ids (a sample scored twice), with one UserError naming the sample."""
+    from crsbench.errors import UserError
+
+    if not isinstance(records, list) or not records:
+        raise UserError(f"{source}: no prediction records to score")
+    seen = set()
+    for number, r in enumerate(records, 1):
+        problem = record_problem(r)
+        if problem is not None:
+            sample = r.get("sample_id") if isinstance(r, dict) else None
+            raise UserError(f"{source}: record {number} (sample {sample!r}): {problem}")
+        if r["sample_id"] in seen:
+            raise UserError(f"{source}: sample {r['sample_id']!r} appears twice (record {number}); "
+                            "every test sample is scored once")
+        seen.add(r["sample_id"])
+
+
 def dialog_index(records: list[dict]) -> dict[str, int]:
     return {d: i for i, d in enumerate(sorted({r["dialog_id"] for r in records}))}
 
@@ -282,23 +363,53 @@ def _metric_keys(metrics: dict, units: dict[str, Units],
 
 def score_records(records: list[dict], metrics: dict, protocols: Iterable[str],
                   n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, dict]:
-    """Every metric under every protocol, with a dialogue-bootstrap (1-alpha) CI."""
+    """Every metric under every protocol, with a dialogue-bootstrap (1-alpha) CI. ``n`` is the
+    number of units the metric averages over (RT@k: liked targets; AUC: liked x disliked
+    pairs; BLEU: non-empty replies), see ``Metric.count``."""
+    validate_records(records)
     index = dialog_index(records)
     counts = draw_dialog_counts(len(index), n_boot, seed)
     units = _units_by_key(records, protocols, index)
     out = {}
     for key, group, metric in _metric_keys(metrics, units, without_feedback(records)):
         u = units[group]
-        prepared = metric.prepare(u)
-        value = metric.score(prepared, np.ones(len(u)))
-        lo, hi = percentile_ci(replicate_scores(metric, prepared, u.dialog, counts), alpha) if n_boot else (math.nan, math.nan)
-        out[key] = {"value": _clean(value), "ci_low": _clean(lo), "ci_high": _clean(hi), "n": len(u)}
+        try:
+            prepared = metric.prepare(u)
+            value = metric.score(prepared, np.ones(len(u)))
+            lo, hi = percentile_ci(replicate_scores(metric, prepared, u.dialog, counts), alpha) if n_boot \
+                else (math.nan, math.nan)
+            n = metric.count(prepared, len(u))
+        except Exception as exc:  # a metric plugin's bug fails that metric, not the run
+            out[key] = failed_metric(key, exc)
+            continue
+        out[key] = {"value": _clean(value), "ci_low": _clean(lo), "ci_high": _clean(hi), "n": n}
     return out
+
+
+def failed_metric(key: str, exc: BaseException) -> dict:
+    """The cell of a metric whose plugin raised while scoring: no value, and ``failed`` says
+    which plugin and what it raised (the run's notes and log repeat it)."""
+    import logging
+
+    from crsbench.plugins import get_registry
+
+    entry = get_registry().metrics().get(key.rsplit("/", 1)[-1])
+    plugin = entry.plugin if entry is not None else "unknown plugin"
+    reason = f"metric plugin {plugin!r} raised {type(exc).__name__}: {exc}"
+    logging.getLogger("crsbench").warning("%s failed: %s", key, reason)
+    return {"value": None, "ci_low": None, "ci_high": None, "n": 0, "failed": reason}
+
+
+def failed_metric_notes(metrics: dict) -> list[str]:
+    return [f"metric {key} not computed: {cell['failed']}" for key, cell in sorted(metrics.items())
+            if isinstance(cell, dict) and cell.get("failed")]
 
 
 def compare_records(records_a: list[dict], records_b: list[dict], metrics: dict,
                     protocols: Iterable[str], n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
     """Per metric: A, B, B - A and a paired dialogue-bootstrap p-value."""
+    validate_records(records_a, "run A's predictions")
+    validate_records(records_b, "run B's predictions")
     by_id_b = {r["sample_id"]: r for r in records_b}
     shared = [r for r in records_a if r["sample_id"] in by_id_b]
     if not shared:
@@ -318,15 +429,21 @@ def compare_records(records_a: list[dict], records_b: list[dict], metrics: dict,
         ua, ub = units_a[group], units_b[group]
         if len(ua) != len(ub) or not np.array_equal(ua.dialog, ub.dialog):
             continue  # e.g. only one of the runs generated for some samples
-        pa, pb = metric.prepare(ua), metric.prepare(ub)
-        a, b = metric.score(pa, np.ones(len(ua))), metric.score(pb, np.ones(len(ub)))
-        deltas = replicate_scores(metric, pb, ub.dialog, counts) - replicate_scores(metric, pa, ua.dialog, counts)
+        try:
+            pa, pb = metric.prepare(ua), metric.prepare(ub)
+            a, b = metric.score(pa, np.ones(len(ua))), metric.score(pb, np.ones(len(ub)))
+            deltas = replicate_scores(metric, pb, ub.dialog, counts) - replicate_scores(metric, pa, ua.dialog, counts)
+        except Exception as exc:  # a metric plugin's bug drops that metric from the comparison
+            failed_metric(key, exc)
+            continue
         lo, hi = percentile_ci(deltas)
         out[key] = {"a": _clean(a), "b": _clean(b), "delta": _clean(b - a), "ci_low": _clean(lo),
-                    "ci_high": _clean(hi), "p_value": _clean(paired_p_value(deltas)), "n": len(ua)}
+                    "ci_high": _clean(hi), "p_value": _clean(paired_p_value(deltas)), "n": metric.count(pa, len(ua))}
     return out
 
 
 def _clean(x):
+    """A metric value for JSON: NaN and +-inf (which json writes as the non-standard NaN /
+    Infinity) become null."""
     x = float(x)
-    return None if math.isnan(x) else x
+    return x if math.isfinite(x) else None

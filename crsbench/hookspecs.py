@@ -43,3 +43,9 @@ def register_judges(register):
 @hookspec
 def register_rubrics(register):
     """Register judge rubrics (``crsbench.rubric.Rubric`` instances): ``register(rubric)``."""
+
+
+@hookspec
+def register_judge_benchmarks(register):
+    """Register judge benchmarks (``crsbench.judge_validation.JudgeBenchmark`` instances):
+    human ratings that ``crsbench judge validate`` measures judges against."""

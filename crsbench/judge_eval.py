@@ -60,12 +60,14 @@ def judge_records(records: list[dict], judge, n_dialogs: int, seed: int, progres
         scores += judge.score(items[start:start + 8])
         bar.update(len(items[start:start + 8]))
     bar.close()
-    failed = 0
+    errors = [score.error or "no scores" for score in scores if not score.ok]
+    if idx and len(errors) == len(idx):  # nothing to report: an error, not a result without judge metrics
+        raise UserError(f"judge {key}: all {len(idx)} judge calls failed (first: {errors[0]}); "
+                        "no judge scores were recorded and nothing was written")
+    failed = len(errors)
     for i, score in zip(idx, scores):
         if score.ok:
             records[i].setdefault("judge", {})[key] = {m: float(v) for m, v in score.scores.items()}
-        else:
-            failed += 1
     info = dict(judge.describe(), key=key, n_sampled=len(idx), n_failed=failed, stats=judge.stats(),
                 sample_seed=seed, n_dialogs_requested=n_dialogs)
     log.info("judged %d replies with %s (%d failed)", len(idx), key, failed)

@@ -49,6 +49,9 @@ class Model:
     description: ClassVar[str] = ""
     generates: ClassVar[bool] = False
     profiles: ClassVar[dict[str, dict[str, Any]]] = {"default": {}}
+    # What ``--set`` may put into a profile: dotted key (or fnmatch pattern) -> crsbench.config.Param
+    # (type, bounds, choices, nullable). Keys not named here take values of their profile value's type.
+    config_schema: ClassVar[dict[str, Any]] = {}
     # A killed run resumes prediction after the batches already stored, which gives the
     # records of an uninterrupted run only if a batch's output does not depend on random
     # state carried over from earlier batches; a model whose output does sets this False.
@@ -66,6 +69,13 @@ class Model:
     def default_profile(cls, device: str = "cpu") -> str:
         """The profile used when the user names none; GPU-aware models may override."""
         return next(iter(cls.profiles))
+
+    @classmethod
+    def default_judge(cls, config: dict[str, Any]) -> dict[str, Any] | None:
+        """The judge (``{"name": ..., **options}``) that scores this model's replies on a
+        seeded test sample when the user gives no ``--judge``; None: no judged sample.
+        ``config`` is the run's resolved profile (after ``--set``)."""
+        return None
 
     def fit(self, data) -> None:
         """Train on ``data`` (a :class:`crsbench.task.TaskData`). Models that do not train skip it."""

@@ -26,7 +26,7 @@ from crsbench import hookspecs
 ENTRY_POINT_GROUP = "crsbench"
 PLUGINS_ENV = "CRSBENCH_PLUGINS"
 FIRST_PARTY_DISTRIBUTION = "crsbench"
-REGISTRIES = ("models", "tasks", "metrics", "rewards", "judges", "rubrics")
+REGISTRIES = ("models", "tasks", "metrics", "rewards", "judges", "rubrics", "judge_benchmarks")
 
 
 @dataclass
@@ -199,6 +199,9 @@ class PluginRegistry:
 
     def rubrics(self) -> dict[str, Entry]:
         return self.collected()["rubrics"]
+
+    def judge_benchmarks(self) -> dict[str, Entry]:
+        return self.collected()["judge_benchmarks"]
 
     def metrics_objects(self) -> dict:
         """Metric name -> metric instance."""

@@ -22,6 +22,7 @@ CURVES = ("*.png",)
 
 def _blocks(run_dirs: list[Path], out_dir: Path, n_samples: int, seed: int) -> list[tuple]:
     from crsbench.compare import paired_rows, refusal_lines
+    from crsbench.evaluation import validate_records
     from crsbench.results import read_result
 
     blocks: list[tuple] = [("h1", "crsbench report")]
@@ -46,6 +47,8 @@ def _blocks(run_dirs: list[Path], out_dir: Path, n_samples: int, seed: int) -> l
     blocks.append(("table", ["metric", *labels], rows))
 
     records = [read_jsonl(d / PREDICTIONS_FILE) for d in run_dirs]
+    for d, recs in zip(run_dirs, records):
+        validate_records(recs, str(d / PREDICTIONS_FILE))
     configs = [read_config(d) for d in run_dirs]
     for k in range(1, len(run_dirs)):
         protocols = [p for p in configs[0]["protocols"] if p in configs[k]["protocols"]]
@@ -113,7 +116,7 @@ def _blocks(run_dirs: list[Path], out_dir: Path, n_samples: int, seed: int) -> l
                                 for k, v in judged["paired"].items()]))
             if rl.get("rl", {}).get("stopped"):
                 blocks.append(("p", f"RL stopped early: {rl['rl']['stopped']}"))
-        images = sorted((d / "checkpoints").rglob("*.png")) if (d / "checkpoints").exists() else []
+        images = _run_images(d)
         if images:
             blocks.append(("h2", f"Curves: {label}"))
             for image in images:
@@ -122,10 +125,11 @@ def _blocks(run_dirs: list[Path], out_dir: Path, n_samples: int, seed: int) -> l
                 shutil.copyfile(image, target)
                 blocks.append(("img", str(target.relative_to(out_dir)), str(image.relative_to(d))))
 
-    blocks.append(("h2", "Side by side"))
     shared = [r["sample_id"] for r in records[0] if r.get("response") is not None and r["targets"]]
     by_id = [{r["sample_id"]: r for r in recs} for recs in records]
     shared = [s for s in shared if all(s in b and b[s].get("response") is not None for b in by_id)]
+    if shared and n_samples:  # replies to show: no heading over nothing when a run does not generate
+        blocks.append(("h2", "Side by side"))
     for sample_id in sorted(random.Random(seed).sample(shared, min(n_samples, len(shared)))):
         first = by_id[0][sample_id]
         lines = [f"| {t}" for t in (first.get("context") or [])[-4:]]
@@ -136,22 +140,55 @@ def _blocks(run_dirs: list[Path], out_dir: Path, n_samples: int, seed: int) -> l
     return blocks
 
 
+def _run_images(run_dir: Path) -> list[Path]:
+    """The curve images under a run's checkpoints/: regular files only, none reached through a
+    symlink (a link to /etc/shadow named curve.png is not copied into a report)."""
+    root = run_dir / "checkpoints"
+    if root.is_symlink() or not root.is_dir():
+        return []
+    out = []
+    for dirpath, _dirs, files in os.walk(root):  # os.walk does not follow directory symlinks
+        for name in files:
+            path = Path(dirpath) / name
+            if path.suffix.lower() == ".png" and not path.is_symlink() and path.is_file():
+                out.append(path)
+    return sorted(out)
+
+
+def _md_text(text) -> str:
+    """Text from run files for a Markdown line or table cell: no HTML tag, code span or table
+    break can come from a model name, a reply or a sample id."""
+    from crsbench.leaderboard import md_text
+
+    return md_text(text)
+
+
+def _md_fence(text: str) -> str:
+    """A fenced block that ``text`` cannot close: the fence is longer than any backtick run in it."""
+    import re
+
+    longest = max((len(m) for m in re.findall("`{3,}", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
 def _markdown(blocks) -> str:
+    from urllib.parse import quote
+
     out = []
     for kind, *rest in blocks:
         if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + rest[0])
+            out.append("#" * int(kind[1]) + " " + _md_text(rest[0]))
         elif kind == "p":
-            out.append(rest[0])
+            out.append(_md_text(rest[0]))
         elif kind == "pre":
-            out.append("```\n" + rest[0] + "\n```")
+            out.append(_md_fence(rest[0]))
         elif kind == "img":
-            out.append(f"![{rest[1]}]({rest[0]})")
+            out.append(f"![{_md_text(rest[1]).replace('[', '(').replace(']', ')')}](<{quote(rest[0])}>)")
         elif kind == "table":
             header, rows = rest
-            cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
-            out.append("\n".join(["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)] +
-                                 ["| " + " | ".join(map(cell, row)) + " |" for row in rows]))
+            out.append("\n".join(["| " + " | ".join(map(_md_text, header)) + " |", "|" + "---|" * len(header)] +
+                                 ["| " + " | ".join(map(_md_text, row)) + " |" for row in rows]))
         out.append("")
     return "\n".join(out)
 

@@ -6,6 +6,10 @@ Schema history (bump SCHEMA_VERSION and add an upgrade step when a field changes
       and every metric/reward/judge plugin the run used; ``model.distribution`` and
       ``model.distribution_version``. Upgrading a version-1 file sets ``plugins`` to None
       (its provenance is unknown, so ``crsbench leaderboard publish`` refuses it).
+Added without a version bump (optional; older files simply lack them): ``integrity``
+(``predictions_sha256``, ``sha256`` of the document; see :func:`seal`), ``rescored`` (who
+re-scored the stored predictions, and when: ``crsbench evaluate``), ``model.overrides`` (the
+``--set`` values that changed the profile) and ``evaluation.sample_ids_sha256``.
 Readers accept every earlier version by upgrading it step by step, so old result files in
 ``leaderboards/`` keep working.
 """
@@ -52,15 +56,20 @@ def disk_full_error(path: Path, exc: OSError) -> UserError:
 _UPGRADES: dict[int, Callable[[dict], dict]] = {1: _upgrade_1_to_2}
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temp file in the same directory, then rename: readers never see half a file."""
+def atomic_write(path: Path, write: Callable[[Any], None], *, newline: str | None = None) -> None:
+    """The one way crsbench writes a file: ``write(fh)`` into a temp file in the same
+    directory, flushed to disk, then renamed over ``path``, so readers never see half a file
+    and a crash or a full disk (one ``Error:`` line) leaves the previous file as it was. The
+    file gets the usual permissions (0666 less the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, ensure_ascii=False)
-            fh.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())  # on disk before the rename, so a crash cannot leave an empty file
         os.replace(tmp, path)
@@ -69,6 +78,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
         if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
             raise disk_full_error(path, exc) from None
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` as indented, key-sorted JSON, written with :func:`atomic_write`."""
+    def write(fh):
+        json.dump(data, fh, indent=2, sort_keys=True, ensure_ascii=False)
+        fh.write("\n")
+    atomic_write(path, write)
 
 
 def read_result(path: Path) -> dict:
@@ -82,9 +99,13 @@ def read_result(path: Path) -> dict:
         result = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    if not isinstance(result, dict):
+        raise UserError(f"{path}: not a crsbench result file (a JSON object is expected)")
     version = result.get("schema_version")
-    if not isinstance(version, int):
-        raise UserError(f"{path}: not a crsbench result file (no schema_version)")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise UserError(f"{path}: not a crsbench result file (no valid schema_version)")
     if version > SCHEMA_VERSION:
         raise UserError(f"{path}: schema version {version} is newer than this crsbench reads "
                         f"({SCHEMA_VERSION}); upgrade crsbench")
@@ -92,6 +113,52 @@ def read_result(path: Path) -> dict:
         result = _UPGRADES[version](result)
         version = result["schema_version"]
     return result
+
+
+# -- integrity ---------------------------------------------------------------------------------
+INTEGRITY = "integrity"
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def document_sha256(result: dict) -> str:
+    """sha256 of the result's canonical JSON without its ``integrity`` entry (and without the
+    private ``_run`` entry the leaderboard adds when it reads a file)."""
+    import hashlib
+
+    body = {k: v for k, v in result.items() if k not in (INTEGRITY, "_run")}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def seal(result: dict, predictions: Path | None = None) -> dict:
+    """Record, in ``result["integrity"]``, the sha256 of the predictions file the metrics were
+    computed from and of the document itself, so that ``crsbench leaderboard publish`` can tell
+    a result edited after the run wrote it (``verify_seal``). Call it last, just before writing."""
+    result[INTEGRITY] = {"predictions_sha256": file_sha256(predictions) if predictions is not None
+                         and Path(predictions).is_file() else None}
+    result[INTEGRITY]["sha256"] = document_sha256(result)
+    return result
+
+
+def seal_problem(result: dict) -> str | None:
+    """Why a result's integrity record does not hold (None when it does)."""
+    record = result.get(INTEGRITY)
+    if not isinstance(record, dict) or not record.get("sha256"):
+        return ("it has no integrity record (written before crsbench recorded one, or edited); "
+                "re-score its run with `crsbench evaluate RUN_DIR` to record one")
+    if record["sha256"] != document_sha256(result):
+        return ("its content does not match its integrity digest: it was edited after crsbench wrote it; "
+                "re-score the run with `crsbench evaluate RUN_DIR` instead of editing result.json")
+    return None
 
 
 def library_versions() -> dict[str, str]:

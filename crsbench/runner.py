@@ -4,18 +4,18 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from crsbench.config import apply_overrides
-from crsbench.errors import DegenerateRunError, UserError
+from crsbench.errors import DegenerateRunError, UserError, require_writable_dir
 from crsbench.plugins import get_registry
 from crsbench import distributed
-from crsbench.results import RESULT_FILE, build_result, write_json_atomic
+from crsbench.results import RESULT_FILE, build_result, seal, write_json_atomic
 from crsbench.runs import (CONFIG_FILE, ITEM_NAMES_FILE, PARTIAL_PREDICTIONS_FILE, PREDICTIONS_FILE, RunLock,
-                           read_config, write_jsonl_atomic)
+                           config_overrides, describe_differences, read_config, remove_run_dir, run_name,
+                           write_jsonl_atomic)
 
 log = logging.getLogger("crsbench")
 DEFAULT_BOOTSTRAP = 1000
@@ -47,12 +47,9 @@ def parse_judge_options(items) -> dict:
 
 
 def resolve_device(device: str) -> str:
-    if device != "auto":
-        if device.startswith("cuda"):
-            import torch
+    from crsbench.devices import check_device_name
 
-            if not torch.cuda.is_available():
-                raise UserError(f"--device {device}: no CUDA device is available on this machine")
+    if check_device_name(device) != "auto":
         return device
     try:
         import torch
@@ -89,15 +86,44 @@ def task_defaults(data, task) -> None:
         data.mention_spans = task.mention_spans
 
 
-def prepare_run_dir(run_dir: Path, config: dict, fresh: bool) -> None:
-    """Create the run directory, or resume in it when it was made by the same config."""
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
+def run_identity(registry, model_entry, task_entry, task) -> dict:
+    """What a run's checkpoints and predictions depend on besides its config: the task's name,
+    version and data (variant, sha256 of its files, preprocessing version), the model's name and
+    version, and the distribution versions of the model's and the task's plugins. A resume
+    reuses a run directory only when this is unchanged (see :func:`prepare_run_dir`)."""
+    info = task.data_info() or {}
+    data = {k: info[k] for k in ("variant", "sha256", "preprocess_version", "split_rule") if k in info}
+
+    def package(entry):
+        prov = registry.provenance(entry.plugin)
+        return f"{prov['distribution']} {prov['version']}" if prov.get("distribution") else f"entry point {entry.plugin}"
+
+    return {"task": {"name": task_entry.name, "version": str(task_entry.obj.version), "data": data},
+            "model": {"name": model_entry.name, "version": str(model_entry.obj.version)},
+            "plugins": {"model": package(model_entry), "task": package(task_entry)}}
+
+
+def prepare_run_dir(run_dir: Path, config: dict, fresh: bool, output_dir: Path | None = None) -> None:
+    """Create the run directory, or resume in it when it was made by the same config and run
+    identity (task, data, model and plugin versions); anything else is refused with what differs."""
+    if fresh:
+        remove_run_dir(run_dir, output_dir if output_dir is not None else run_dir.parent)
+    if run_dir.is_symlink():
+        raise UserError(f"{run_dir} is a symlink; a run directory must be a real directory")
     if (run_dir / CONFIG_FILE).exists():
         previous = read_config(run_dir)
+        config = json.loads(json.dumps(config))  # as config.json holds it (a tuple reads back as a list)
         if previous != config:
-            raise UserError(f"{run_dir} holds a run with a different configuration; "
-                            "pass --fresh to start over or --output-dir to run elsewhere")
+            diffs = describe_differences({k: v for k, v in previous.items() if k != "identity"},
+                                         {k: v for k, v in config.items() if k != "identity"})
+            diffs[:0] = (describe_differences(previous["identity"], config["identity"], "identity.")
+                         if isinstance(previous.get("identity"), dict) else
+                         ["it records no run identity (made by an older crsbench), so its task data, model "
+                          "and plugin versions cannot be checked"])
+            shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+            raise UserError(f"{run_dir} holds a run with a different configuration ({shown}), so its "
+                            "checkpoints and predictions are not reused; pass --output-dir DIR to run "
+                            f"elsewhere and keep it (--fresh would delete {run_dir} and that run)")
         log.info("resuming in %s", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / CONFIG_FILE, config)
@@ -108,13 +134,15 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
         data_dir: str | None = None, overrides: tuple[str, ...] = (), n_bootstrap: int = DEFAULT_BOOTSTRAP,
         batch_size: int = 64, fresh: bool = False, progress: bool = True, judge: str | None = None,
         judge_options: tuple[str, ...] = (), judge_sample: int = 100) -> Path:
-    from crsbench.evaluation import predict, score_records
+    from crsbench.evaluation import failed_metric_notes, predict, score_records
     from crsbench.model import RunContext
     from crsbench.seeding import seed_everything
 
     from crsbench.provenance import plugins_used, require_metrics
 
     from crsbench.results import git_state
+    from crsbench.task import resolve_data_dir
+    from crsbench.task_check import require_usable
 
     started = time.perf_counter()
     git = git_state()  # the code this run imports is the code of now, whatever changes meanwhile
@@ -125,26 +153,36 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
     require_metrics(registry, model_cls.generates)
     if limit is not None and limit <= 0:
         raise UserError("--limit must be a positive number of test dialogues")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise UserError(f"--seed {seed}: a seed is a whole number from 0 to {2 ** 32 - 1}")
     device = resolve_device(device)
     profile = profile or model_cls.default_profile(device)
     if profile not in model_cls.profiles:
         raise UserError(f"model {model_name!r} has no profile {profile!r} "
                         f"(profiles: {', '.join(model_cls.profiles)})")
-    model_config = apply_overrides(model_cls.profiles[profile], overrides)
+    model_config = apply_overrides(model_cls.profiles[profile], overrides, getattr(model_cls, "config_schema", None),
+                                   model_cls.profiles.values())
     judge_opts = parse_judge_options(judge_options)
-    if judge is None and getattr(model_cls, "default_judge", None):
-        judge = model_cls.default_judge
-        judge_opts = {**getattr(model_cls, "default_judge_options", {}), **judge_opts}
+    default = model_cls.default_judge(model_config) if judge is None else None
+    if default:
+        judge = default["name"]
+        judge_opts = {**{k: v for k, v in default.items() if k != "name"}, **judge_opts}
     if judge is not None:
         if not model_cls.generates:
             raise UserError(f"--judge: model {model_name!r} does not generate replies")
         lookup("judges", judge)
 
+    data_dir = resolve_data_dir(task_cls, data_dir)  # --data-dir, else $CRSBENCH_DATA_<TASK>
     task = task_cls(data_dir=data_dir)
-    run_dir = Path(output_dir) / (f"{model_name}_{task_name}_{profile}_s{seed}" + (f"_n{limit}" if limit else ""))
+    identity = run_identity(registry, model_entry, task_entry, task)
+    overrides = config_overrides(model_cls.profiles[profile], model_config)
+    run_dir = Path(output_dir) / run_name(model_name, task_name, profile, seed, limit,
+                                          identity["task"]["data"].get("sha256", "unknown") if data_dir else None,
+                                          overrides)
     config = {"model": model_name, "task": task_name, "profile": profile, "seed": seed, "limit": limit,
               "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
               "model_config": model_config, "protocols": list(task_cls.protocols), "n_bootstrap": n_bootstrap,
+              "identity": identity,
               **({"judge": judge, "judge_options": judge_opts, "judge_sample": judge_sample} if judge else {})}
     if distributed.world_size() > 1 and model_cls.multi_process is not True:
         raise UserError(f"model {model_name!r} cannot train in {distributed.world_size()} processes: "
@@ -154,9 +192,10 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
         if not distributed.is_main():
             distributed.barrier()  # rank 0 prepares the run directory first
             return _train_only(model_cls, model_config, task, limit, run_dir, seed, device, profile, progress)
+    require_writable_dir(output_dir, "--output-dir")
     lock = RunLock(run_dir).acquire()  # before anything is written there
     try:
-        prepare_run_dir(run_dir, config, fresh)
+        prepare_run_dir(run_dir, config, fresh, Path(output_dir))
         handler = _setup_logging(run_dir)
     except BaseException:
         lock.release()
@@ -173,6 +212,8 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
         t0 = time.perf_counter()
         data = task.load(limit=limit)
         task_defaults(data, task)
+        for finding in require_usable(data, task_name, task_cls.has_feedback):  # else one Error line
+            log.warning("task data: %s", finding)
         timings["load"] = time.perf_counter() - t0
         test = list(data.splits["test"])
         log.info("task %s v%s: %d test samples, %d catalogue items", task_name, task_cls.version,
@@ -187,7 +228,8 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
         model_info = {"name": model_name, "version": model_cls.version, "plugin": model_entry.plugin,
                       "distribution": registry.provenance(model_entry.plugin)["distribution"],
                       "distribution_version": registry.provenance(model_entry.plugin)["version"],
-                      "profile": profile, "config": model_config, "generates": model_cls.generates}
+                      "profile": profile, "config": model_config, "overrides": overrides,
+                      "generates": model_cls.generates}
         try:
             model.fit(data)
         except DegenerateRunError as exc:
@@ -230,6 +272,8 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
 
         notes = [] if model_cls.generates else [
             f"{model_name} does not generate responses: no generation metrics are reported"]
+        notes += subset_notes(limit, profile, overrides)
+        notes += failed_metric_notes(metrics)
         result = build_result(
             task=task_info, model=model_info,
             seeds={"run": seed, "bootstrap": seed},
@@ -238,6 +282,7 @@ def run(model_name: str, task_name: str, *, profile: str | None = None, seed: in
             plugins=plugins_used(registry, model=model_name, task=task_name, metric_keys=metrics,
                                  judges=[judge] if judge else ()),
             extra={**model.result_extra(), **({"judge": judged} if judged else {})}, git=git)
+        seal(result, run_dir / PREDICTIONS_FILE)
         write_json_atomic(run_dir / RESULT_FILE, result)
         log.info("wrote %s", run_dir / RESULT_FILE)
         return run_dir
@@ -260,16 +305,30 @@ def _train_only(model_cls, model_config, task, limit, run_dir, seed, device, pro
     return run_dir
 
 
+def subset_notes(limit, profile: str, overrides: dict) -> list[str]:
+    """Notes that mark a result as not a full-split, default-configuration measurement."""
+    notes = []
+    if limit:
+        notes.append(f"evaluated on the first {limit} test dialogues only (--limit {limit}): "
+                     "not comparable with full-split results")
+    if profile == "smoke":
+        notes.append("profile 'smoke' is a quick pipeline check, not a measurement")
+    if overrides:
+        notes.append("configuration overridden with --set: " +
+                     ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted(overrides.items())))
+    return notes
+
+
 def evaluation_summary(records, protocols, n_bootstrap, limit, metrics) -> dict:
-    n_targets = {}
-    for key, value in metrics.items():
-        group = key.split("/", 1)[0]
-        if group in protocols:
-            n_targets[group] = value["n"]
+    from crsbench.protocols import evaluated_ranks
+    from crsbench.runs import short_digest
+
     return {
         "split": "test", "n_bootstrap": n_bootstrap, "ci_level": 0.95, "resampling": "dialogue",
         "n_samples": len(records), "n_dialogs": len({r["dialog_id"] for r in records}),
-        "n_rec_samples": sum(1 for r in records if r["targets"]), "n_targets": n_targets,
+        "sample_ids_sha256": short_digest(sorted(str(r["sample_id"]) for r in records), 64),
+        "n_rec_samples": sum(1 for r in records if r["targets"]),
+        "n_targets": {p: sum(len(evaluated_ranks(p, r)) for r in records) for p in protocols},
         "n_responses": sum(1 for r in records if r.get("response") is not None), "limit": limit,
     }
 
@@ -287,12 +346,17 @@ def rescore(run_dir: Path, n_bootstrap: int | None = None, judge: str | None = N
 
 
 def _rescore(run_dir, n_bootstrap, judge, judge_options, judge_sample, progress) -> dict:
-    from crsbench.evaluation import score_records
+    from crsbench.evaluation import score_records, validate_records
     from crsbench.results import read_result
     from crsbench.runs import read_jsonl
 
     config = read_config(run_dir)
     records = read_jsonl(run_dir / PREDICTIONS_FILE)
+    validate_records(records, run_dir / PREDICTIONS_FILE)
+    result_path = run_dir / RESULT_FILE
+    previous = read_result(result_path) if result_path.exists() else None
+    if previous is not None:
+        _require_same_samples(previous, records, run_dir)
     judged = None
     if judge is not None:
         from crsbench.judge_eval import judge_records, make_judge
@@ -308,9 +372,8 @@ def _rescore(run_dir, n_bootstrap, judge, judge_options, judge_sample, progress)
     n_bootstrap = config.get("n_bootstrap", DEFAULT_BOOTSTRAP) if n_bootstrap is None else n_bootstrap
     metrics = score_records(records, get_registry().metrics_objects(), config["protocols"],
                             n_boot=n_bootstrap, seed=config["seed"])
-    result_path = run_dir / RESULT_FILE
-    if result_path.exists():
-        result = read_result(result_path)
+    if previous is not None:
+        result = previous
         result["metrics"] = metrics
         if result.get("plugins") is not None:  # the metric plugins of this scoring
             from crsbench.provenance import plugins_used
@@ -325,8 +388,35 @@ def _rescore(run_dir, n_bootstrap, judge, judge_options, judge_sample, progress)
             result.setdefault("extra", {})["judge"] = judged
         result["evaluation"] = evaluation_summary(records, config["protocols"], n_bootstrap,
                                                   config.get("limit"), metrics)
-        write_json_atomic(result_path, result)
+        result["rescored"] = rescoring_record()
+        write_json_atomic(result_path, seal(result, run_dir / PREDICTIONS_FILE))
     return metrics
+
+
+def _require_same_samples(result: dict, records: list[dict], run_dir: Path) -> None:
+    """Stored predictions that are not the ones the result was computed from (truncated, emptied,
+    other samples) would silently replace its metrics: refuse them."""
+    from crsbench.runs import short_digest
+
+    evaluation = result.get("evaluation") or {}
+    expected, digest = evaluation.get("n_samples"), evaluation.get("sample_ids_sha256")
+    found = short_digest(sorted(str(r["sample_id"]) for r in records), 64)
+    if (expected is not None and expected != len(records)) or (digest is not None and digest != found):
+        raise UserError(f"{run_dir / PREDICTIONS_FILE} holds {len(records)} samples, not the {expected} test "
+                        f"samples {RESULT_FILE} was computed from (truncated or replaced?); "
+                        f"{RESULT_FILE} is unchanged")
+
+
+def rescoring_record() -> dict:
+    """Who re-scored a result's stored predictions: this crsbench and its libraries (the run's
+    own ``environment`` stays as the run recorded it)."""
+    from datetime import datetime, timezone
+
+    from crsbench import __version__
+    from crsbench.results import git_state, library_versions
+
+    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "crsbench_version": __version__,
+            "libraries": library_versions(), "git": git_state()}
 
 
 def dump_config(config: dict) -> str:

@@ -123,7 +123,13 @@ def test_paper_profile_code_path_with_tiny_local_models(model, tmp_path):
     overrides = (f"lm.backbone={gpt_dir}", "generator.backbone=lm", f"text_encoder={roberta_dir}",
                  *PAPER_OVERRIDES)
     if model == "ecr-rl":
-        overrides += (f"rl_stage.judge.model={gpt_dir}", *PAPER_RL_OVERRIDES)
+        # the critic path (an LLM judge too slow for the RL loop); a random-weight judge has no
+        # validation record, so the validity gate is overridden (its own tests cover it)
+        overrides += (f"rl_stage.reward_judge={{name: transformers, model: {gpt_dir}, rubric: ecr-subjective-v1}}",
+                      "rl_stage.reward_metric=informativeness", "rl_stage.require_validated_judges=false",
+                      "rl_stage.critic={head: ridge, surface_features: true, heldout: 0.25}",
+                      "rl_stage.rewards={critic: 1.0, rec_hit: 0.25}", "rl_stage.prompts=generated_or_reference",
+                      *PAPER_RL_OVERRIDES)
     with check_devices() as devices:  # every module call gets its inputs on its own device
         run_dir = run(model, task_name="redial", profile="paper", limit=4, n_bootstrap=10, progress=False,
                       output_dir=tmp_path / "runs", overrides=overrides)
@@ -141,5 +147,6 @@ def test_paper_profile_code_path_with_tiny_local_models(model, tmp_path):
     if model == "ecr-rl":
         rl = result["extra"]["rl"]
         assert str(roberta_dir) in rl["critic"]["encoder"]  # the critic embeds with the profile's encoder
-        assert rl["judge"]["judge"] == "transformers" and rl["judge"]["model"].startswith("dialogpt-tiny@")
+        assert rl["judges"]["reward"]["judge"] == "transformers"
+        assert rl["judges"]["reward"]["model"].startswith("dialogpt-tiny@")
         assert rl["critic"]["n_pairs"] > 0 and rl["rl"]["steps"] == 2 and rl["rl"]["stopped"] is None

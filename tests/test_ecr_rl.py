@@ -1,7 +1,9 @@
-"""ECR-RL end to end with the ``smoke`` profile and the real offline judge (SmolLM2-135M).
+"""ECR-RL end to end with the ``smoke`` profile and the real learned judges.
 
 - it reuses the checkpoints of a matching ECR run in the same output directory;
-- it judges, trains and validates a critic, runs TRL, compares the reward on held-out test
+- the reward judge and the (different) evaluation judge pass the validity gate; an
+  unvalidated judge, or the same judge for both, stops the run;
+- it runs TRL for each seed and a control arm, compares the reward on held-out test
   contexts, and the harness adds judge metrics on a seeded sample;
 - recommendation metrics equal ECR's (RL only touches the response generator);
 - a critic below the Spearman threshold stops the run with a clear message, recorded in
@@ -38,46 +40,51 @@ def test_ecr_rl_pipeline(runs):
     extra = result["extra"]
     assert extra["reused_ecr_run"] == str(ecr_dir)
     rl = extra["rl"]
-    assert rl["judge"]["model"].startswith("SmolLM2")
-    assert set(rl["critic"]["heads"]) == {"emotional_intensity", "emotional_persuasiveness",
-                                          "logical_persuasiveness", "informativeness", "lifelikeness"}
-    for head in rl["critic"]["heads"].values():
-        assert "spearman" in head and "r2" in head
+    # the reward judge and the evaluation judge are different, and both passed the validity gate
+    judges = rl["judges"]
+    assert judges["reward"]["judge"] != judges["evaluation"]["judge"] and not judges["same_judge"]
+    for role in ("reward", "evaluation"):
+        validation = judges[role]["validation"]
+        assert validation["ok"] and validation["aspect"] == "relevance"
+        assert validation["spearman"] > validation["best_trivial_pooled_spearman"]
+    assert rl["validity"]["ok"] and rl["validity"]["different_judges"]
+    # no critic: the learned judge scores every completion itself
+    assert "critic" not in rl and rl["rl"]["signal"] == "judge"
     log_lines = [json.loads(line) for line in (rl_dir / "checkpoints" / "rl" / "policy" / "rl_log.jsonl")
                  .read_text().splitlines()]
     assert len(log_lines) == 2
     for key in ("reward_mean", "reward_std", "kl", "loss", "completion_length", "components"):
         assert key in log_lines[0]
-    assert set(log_lines[0]["components"]) == {"critic", "bleu", "distinct", "rec_hit", "emotion", "length"}
+    assert set(log_lines[0]["components"]) == {"judge", "distinct", "rec_hit"}
     held = rl["heldout_reward"]["total"]
     assert 1 <= held["n"] <= 6 and 0 <= held["p_value"] <= 1  # one context per test dialogue (--limit 6)
     judge_keys = [k for k in result["metrics"] if k.startswith("judge/")]
-    assert len(judge_keys) == 5 and all(result["metrics"][k]["n"] == 3 for k in judge_keys)
-    # the judge id carries the digest of its settings (chat_template=false etc.)
-    assert all(k.startswith(f"judge/{rl['judge']['id']}/") for k in judge_keys) and "~" in rl["judge"]["id"]
-    # the critic is validated on contexts it never saw, within and across contexts
-    critic = rl["critic"]
-    assert critic["split"] == "by context" and critic["n_contexts_heldout"] == 4
-    within = critic["combined"]["within_context"]
-    assert within["n_contexts"] == 4 and within["n_pairs"] >= 1
-    assert within["ci_low"] <= within["accuracy"] <= within["ci_high"]
-    assert set(critic["combined"]["across_contexts"]) == {"spearman", "ci_low", "ci_high", "n_contexts"}
-    # every reward component's spread within a prompt's completions, during RL
-    components = rl["rl"]["components"]
-    assert set(components) == {"critic", "bleu", "distinct", "rec_hit", "emotion", "length"}
-    for name, comp in components.items():
-        assert comp["steps"] == 2 and 0 <= comp["steps_constant_within_groups"] <= 2
-        assert (comp["steps_constant_within_groups"] == 2) == (comp["within_group_std_mean"] < 1e-9), name
-    for row in log_lines:
-        assert all("group_std" in v for v in row["components"].values())
-    # the evaluation judge on ECR's and ECR-RL's replies of the same held-out contexts
+    assert len(judge_keys) == 2 and all(result["metrics"][k]["n"] == 3 for k in judge_keys)
+    assert all(k.startswith(f"judge/{judges['evaluation']['id']}/crsarena-turn-v1/") for k in judge_keys)
+    # every reward component's spread within a prompt's completions, and its share of it
+    for arm in rl["arms"].values():
+        components = arm["components"]
+        assert set(components) == {"judge", "distinct", "rec_hit"}
+        for name, comp in components.items():
+            assert comp["steps"] == 2 and 0 <= comp["steps_constant_within_groups"] <= 2
+            assert (comp["steps_constant_within_groups"] == 2) == (comp["within_group_std_mean"] < 1e-9), name
+            assert 0 <= comp["share_of_within_group_spread"] <= 1
+    # the smoke profile's study: two seeds, each with a control whose judge weight is 0
+    assert set(rl["arms"]) == {"rl", "control_s0", "rl_s1", "control_s1"}
+    assert rl["arms"]["control_s0"]["weights"]["judge"] == 0 and rl["arms"]["rl"]["weights"]["judge"] == 1.0
+    study = rl["study"]
+    assert set(study["comparisons"]) == {"rl vs ecr", "control_s0 vs ecr", "rl_s1 vs ecr", "control_s1 vs ecr",
+                                         "rl vs control_s0", "rl_s1 vs control_s1"}
+    assert isinstance(study["verdict"]["improvement"], bool) and study["verdict"]["why"]
+    # a third judge (trained on other data, failing the gate) scores the same replies, flagged
+    (extra,) = rl["study_extra_judges"].values()
+    assert extra["judge"]["judge"] == "minilm-contrast" and set(extra["comparisons"]) == set(study["comparisons"])
+    assert "ok" in extra["validation"]
     judged = rl["heldout_judged"]
     assert judged["n_contexts"] == held["n"] and judged["n_judged"] + judged["n_failed"] == held["n"]
-    assert judged["key"] == rl["judges"]["evaluation"]["id"] + "/ecr-subjective-v1"
-    assert rl["judges"]["same_judge"] and rl["judges"]["evaluation"]["source"] == "--judge"
     mean = judged["length_controlled"]["mean"]
     assert {"intercept", "ci_low", "ci_high", "p_value", "slope_per_word", "length_matched"} <= set(mean)
-    assert set(judged["paired"]) == set(judged["length_controlled"]) == set(rl["judge"]["metrics"]) | {"mean"}
+    assert set(judged["paired"]) == set(judged["length_controlled"]) == {"relevance", "interestingness", "mean"}
 
 
 @pytest.mark.slow
@@ -96,11 +103,14 @@ def test_critic_gate_stops_rl(runs, run_crsbench, tmp_path):
     shutil.copytree(ecr_dir, tmp_path / ecr_dir.name)  # reused, so no ECR training here
     proc = run_crsbench("run", "ecr-rl", "--task", "redial", "--profile", "smoke", "--limit", "6",
                         "--n-bootstrap", "20", "--no-progress", "--output-dir", tmp_path,
+                        "--set", "rl_stage.critic={head: ridge, surface_features: true, heldout: 0.25}",
+                        "--set", "rl_stage.rewards={critic: 1.0, rec_hit: 0.25}",
                         "--set", "rl_stage.min_spearman=0.99", "--judge-sample", "3")
     assert proc.returncode == 3, proc.stderr
     assert "Stopped:" in proc.stderr and "Spearman" in proc.stderr
     assert "Traceback" not in proc.stderr
-    stopped = json.loads((tmp_path / "ecr-rl_redial_smoke_s0_n6" / "result.json").read_text())
+    (run_dir,) = tmp_path.glob("ecr-rl_redial_smoke_s0_n6_set-*")  # --set gives the name a digest suffix
+    stopped = json.loads((run_dir / "result.json").read_text())
     assert "Spearman" in stopped["extra"]["stopped"] and stopped["metrics"] == {}
 
 
@@ -113,10 +123,10 @@ def test_ecr_rl_runs_on_inspired_through_the_task_api(tmp_path):
     assert result["task"]["name"] == "inspired" and result["model"]["name"] == "ecr-rl"
     assert result["extra"]["stages"]["feedback_weighting"] == "off: the task has no feedback"
     rl = result["extra"]["rl"]
-    assert rl["judge"]["rubric_version"] == "ecr-subjective-v1" and rl["critic"]["n_pairs"] > 0
+    assert rl["judges"]["reward"]["rubric_version"] == "crsarena-turn-v1"
     assert rl["rl"]["steps"] == 2 and rl["rl"]["stopped"] is None
     assert not [k for k in result["metrics"] if k.endswith("/auc") or "/rt@" in k]  # no feedback, not computed
-    assert len([k for k in result["metrics"] if k.startswith("judge/")]) == 5
+    assert len([k for k in result["metrics"] if k.startswith("judge/")]) == 2
 
 
 JUDGES_PLUGIN = """
@@ -166,7 +176,7 @@ def judges_site(fake_dist):
     return fake_dist("fake-judges", {"fake_judges": "fake_judges_plugin"}, {"fake_judges_plugin": JUDGES_PLUGIN})
 
 
-def _gate_run(run_crsbench, runs, tmp_path, site, critic_judge, eval_judge):
+def _gate_run(run_crsbench, runs, tmp_path, site, critic_judge, eval_judge, extra=()):
     import shutil
 
     ecr_dir, _ = runs
@@ -174,9 +184,14 @@ def _gate_run(run_crsbench, runs, tmp_path, site, critic_judge, eval_judge):
     shutil.copytree(ecr_dir, out / ecr_dir.name)  # reused, so no ECR training here
     return run_crsbench("run", "ecr-rl", "--task", "redial", "--profile", "smoke", "--limit", "6",
                         "--n-bootstrap", "20", "--no-progress", "--output-dir", out,
-                        "--set", f"rl_stage.judge={{name: {critic_judge}}}", "--set", "rl_stage.min_within_accuracy=0.5",
-                        "--set", "rl_stage.critic_data.n_contexts=40",
-                        "--judge", eval_judge, "--judge-sample", "3", pythonpath=[site]), out / "ecr-rl_redial_smoke_s0_n6"
+                        "--set", f"rl_stage.reward_judge={{name: {critic_judge}, rubric: ecr-subjective-v1}}",
+                        "--set", "rl_stage.critic={head: ridge, surface_features: true, heldout: 0.25}",
+                        "--set", "rl_stage.reward_metric=informativeness",
+                        "--set", "rl_stage.rewards={critic: 1.0, rec_hit: 0.25}",
+                        "--set", "rl_stage.require_validated_judges=false",
+                        "--set", "rl_stage.min_within_accuracy=0.5", "--set", "rl_stage.critic_data.n_contexts=40",
+                        *extra, "--judge", eval_judge, "--judge-sample", "3", pythonpath=[site]), \
+        next(out.glob("ecr-rl_redial_smoke_s0_n6_set-*"), out / "no run directory")  # --set: a digest suffix
 
 
 @pytest.mark.slow
@@ -196,7 +211,35 @@ def test_a_learnable_judge_passes_the_within_context_gate(runs, run_crsbench, tm
     rl = load(run_dir)["extra"]["rl"]
     within = rl["critic"]["combined"]["within_context"]
     assert within["ci_low"] > 0.5, within
-    # critic data and evaluation came from different judges, and the result says which
-    assert rl["judges"]["critic_data"]["model"] == "words-v1" and rl["judges"]["evaluation"]["model"] == "noise-v1"
-    assert not rl["judges"]["same_judge"] and rl["heldout_judged"]["key"] == "noise-v1/ecr-subjective-v1"
+    # critic data and evaluation came from different judges, and the result says which; both
+    # failed the validity gate (no validation record), which the setting overrode, recorded
+    assert rl["judges"]["reward"]["model"] == "words-v1" and rl["judges"]["evaluation"]["model"] == "noise-v1"
+    assert not rl["judges"]["same_judge"] and rl["study"]["key"] == "noise-v1/ecr-subjective-v1"
+    assert not rl["validity"]["ok"] and "no validation record" in rl["validity"]["reward"]["why"]
     assert [k for k in load(run_dir)["metrics"] if k.startswith("judge/")][0].startswith("judge/noise-v1/")
+
+
+@pytest.mark.slow
+def test_the_gate_stops_an_unvalidated_reward_judge(runs, run_crsbench, tmp_path, judges_site):
+    """A judge never measured against people may not drive the reward: Stopped, exit 3."""
+    proc, run_dir = _gate_run(run_crsbench, runs, tmp_path, judges_site, "words", "noise",
+                              extra=("--set", "rl_stage.require_validated_judges=true"))
+    assert proc.returncode == 3, proc.stderr
+    assert "Stopped:" in proc.stderr and "fails the validity gate" in proc.stderr
+    assert "no validation record" in proc.stderr and "Traceback" not in proc.stderr
+    stopped = json.loads((run_dir / "result.json").read_text())
+    assert "validity gate" in stopped["extra"]["stopped"] and stopped["metrics"] == {}
+
+
+@pytest.mark.slow
+def test_the_evaluation_judge_must_differ_from_the_reward_judge(runs, run_crsbench, tmp_path):
+    ecr_dir, _ = runs
+    out = tmp_path / "out"
+    import shutil
+
+    shutil.copytree(ecr_dir, out / ecr_dir.name)
+    proc = run_crsbench("run", "ecr-rl", "--task", "redial", "--profile", "smoke", "--limit", "6",
+                        "--n-bootstrap", "20", "--no-progress", "--output-dir", out,
+                        "--set", "rl_stage.eval_judge={name: minilm-human-a, rubric: crsarena-turn-v1}")
+    assert proc.returncode == 3, proc.stderr
+    assert "the evaluation judge is the reward judge" in proc.stderr and "Traceback" not in proc.stderr

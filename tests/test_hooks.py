@@ -467,3 +467,50 @@ def test_hook_register_rubrics(isolated_registry, capsys, tmp_path):
     assert isolated_registry.rubrics() == {}
     code, out, _ = call_main(["list", "rubrics"], capsys)
     assert code == 0 and out == "rubrics:\n  (none)\n"
+
+
+def test_hook_register_judge_benchmarks(isolated_registry, capsys, tmp_path):
+    """A plugin's judge benchmark (human ratings) is listed, and ``crsbench judge score-run``
+    measures a run file against it: the core holds no dataset of its own."""
+    from crsbench.judge import JudgeInput
+    from crsbench.judge_validation import BenchmarkData, JudgeBenchmark, Unit, get_benchmark
+
+    ratings = {("c1", 1): 0.0, ("c1", 3): 1.0, ("c2", 1): 2.0, ("c2", 3): 3.0, ("c3", 1): 1.0, ("c3", 3): 2.0}
+
+    def load(path=None):
+        units = [Unit(key=key, group=key[0], system="sys" + key[0][-1], half="only",
+                      item=JudgeInput(["hi"], f"reply {key}"), labels={"helpfulness": label}, n_turns=key[1] + 1)
+                 for key, label in ratings.items()]
+        return BenchmarkData("tiny ratings", "0" * 64, {"turn": units})
+
+    def read_run(path):
+        return {tuple(row["key"]): {"helpfulness": row["pred"]} for row in json.loads(Path(path).read_text())}
+
+    tiny = JudgeBenchmark(name="tiny-ratings", description="Six rated replies (test plugin).",
+                          rubrics={"turn": "tiny-rubric-v1"}, aspects={"turn": ("helpfulness",)},
+                          load=load, read_run=read_run, published=lambda path=None: {})
+
+    class Plugin:
+        @hookimpl
+        def register_judge_benchmarks(self, register):
+            register(tiny)
+
+    isolated_registry.register_plugin(Plugin(), "tiny_ratings")
+    assert isolated_registry.plugins["tiny_ratings"].hooks == ["register_judge_benchmarks"]
+    assert isolated_registry.judge_benchmarks()["tiny-ratings"].obj is tiny and get_benchmark() is tiny
+    code, out, _ = call_main(["list", "judge_benchmarks"], capsys)
+    assert code == 0 and re.search(r"^  tiny-ratings +Six rated replies .*\[tiny_ratings\]$", out, flags=re.M), out
+
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps([{"key": list(k), "pred": v * 2 + 1} for k, v in ratings.items()]))  # perfect order
+    code, out, err = call_main(["judge", "score-run", str(run), "--name", "oracle", "--n-bootstrap", "0",
+                                "--output", str(tmp_path / "rec.json")], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "rec.json").read_text())
+    assert record["benchmark"] == "tiny-ratings" and record["data"]["half"] == "only"
+    assert record["aspects"]["helpfulness"]["spearman"] == pytest.approx(1.0)
+    assert record["aspects"]["helpfulness"]["n"] == 6
+
+    isolated_registry.unregister_plugin("tiny_ratings")
+    code, out, _ = call_main(["list", "judge_benchmarks"], capsys)
+    assert code == 0 and out == "judge_benchmarks:\n  (none)\n"

@@ -150,6 +150,7 @@ def samples():
 
 def server_judge(base_url: str, **options) -> OpenAIJudge:
     judge = OpenAIJudge(**{"model": "smollm2", "base_url": base_url, "api_key_env": "", "method": "digit-expectation",
+                           "rubric": "ecr-subjective-v1",  # the judges plugin registers several rubrics
                            "timeout": 60, "max_retries": 2, "concurrency": 1, **options})
     judge.delays = []
     judge._sleep = judge.delays.append  # no real backoff waits in tests
@@ -181,7 +182,7 @@ def test_digit_method_through_the_server_matches_the_in_process_judge(remote, sa
     from crsbench_plugins.judges.local import SmolLM2Judge
 
     results, stats, remote_s = remote
-    local = SmolLM2Judge(device="cpu", chat_template=False, threads=1)
+    local = SmolLM2Judge(device="cpu", chat_template=False, threads=1, rubric="ecr-subjective-v1")
     start = time.perf_counter()
     here = local.score(samples)
     local_s = time.perf_counter() - start
@@ -217,7 +218,7 @@ def test_the_server_adds_no_bos_token_and_tokenizes_almost_like_transformers(lla
                                      headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(request, timeout=30) as response:
         server_tokens = json.loads(response.read())["tokens"]
-    _, tokenizer = SmolLM2Judge(device="cpu", chat_template=False).load()
+    _, tokenizer = SmolLM2Judge(device="cpu", chat_template=False, rubric="ecr-subjective-v1").load()
     here = tokenizer.encode(prompt, add_special_tokens=True)
     assert server_tokens[0] == here[0] != tokenizer.bos_token_id
     changes = [(tokenizer.convert_ids_to_tokens(server_tokens[i1:i2]), tokenizer.convert_ids_to_tokens(here[j1:j2]))

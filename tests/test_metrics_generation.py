@@ -57,9 +57,9 @@ def test_sentence_bleu_single_pair(n, expected):
 
 def test_sentence_bleu_mean_over_responses_with_clipping_and_empty():
     u = units([HYP_A, HYP_B, ""], [REF_A, REF_B, "anything at all"])
-    # the empty response scores 0 and still counts in the mean
-    assert metric("bleu-1").compute(u) == pytest.approx((BP_A + 1 / 3 + 0) / 3, abs=1e-12)
-    assert metric("bleu-2").compute(u) == pytest.approx((BP_A * 3 / 4 + 0 + 0) / 3, abs=1e-12)
+    # the empty response is left out: ECR / UniCRS divide the summed BLEU by the non-empty responses
+    assert metric("bleu-1").compute(u) == pytest.approx((BP_A + 1 / 3) / 2, abs=1e-12)
+    assert metric("bleu-2").compute(u) == pytest.approx((BP_A * 3 / 4 + 0) / 2, abs=1e-12)
     # no bigram overlap at all is exactly 0, not nltk's 1e-308
     assert metric("bleu-2").compute(units([HYP_B], [REF_B])) == 0.0
 
@@ -73,10 +73,11 @@ def test_sentence_bleu_uses_whitespace_tokens_as_is():
 
 def test_empty_everything():
     u = units(["", "   "], ["", ""])
-    for name in ("bleu-1", "bleu-4", "rouge-1", "rouge-l", "mean_length", "item_ratio"):
+    for name in ("rouge-1", "rouge-l", "mean_length", "item_ratio"):
         assert metric(name).compute(u) == 0.0, name
-    # no n-gram and no non-empty response: the distinct metrics are undefined
-    for name in ("dist-1", "distinct_ratio-1"):
+    # no n-gram and no non-empty response: BLEU-n (a mean over non-empty responses) and the
+    # distinct metrics are undefined
+    for name in ("bleu-1", "bleu-4", "dist-1", "distinct_ratio-1"):
         assert math.isnan(metric(name).compute(u)), name
 
 

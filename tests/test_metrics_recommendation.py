@@ -183,10 +183,14 @@ def test_plugin_registers_every_builtin_metric():
     assert set(names) == {m.name for m in rec.all_metrics() + generation.all_metrics()}
     assert {"recall@10", "auc", "bleu-2", "corpus_bleu", "dist-2", "rouge-l", "item_ratio"} <= set(names)
     # judge metrics come with their rubric, from the plugin that registers it
+    from crsbench_plugins.judges.rubrics import RUBRICS
+
     judged = []
     judges_plugin.register_metrics(judged.append)
-    assert [m.name for m in judged] == ["emotional_intensity", "emotional_persuasiveness", "logical_persuasiveness",
-                                        "informativeness", "lifelikeness"]
+    assert [m.name for m in judged] == list(dict.fromkeys(m for r in RUBRICS for m in r.metrics))
+    assert [m.name for m in judged][:5] == ["emotional_intensity", "emotional_persuasiveness",
+                                            "logical_persuasiveness", "informativeness", "lifelikeness"]
+    assert {"relevance", "interestingness", "dialogue_overall"} <= {m.name for m in judged}
     assert not set(names) & {m.name for m in judged}
 
 

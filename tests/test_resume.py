@@ -23,7 +23,19 @@ import pytest
 CLI = "import sys; from crsbench.cli import main; main(sys.argv[1:])"
 RUN = ["run", "ecr", "--task", "redial", "--profile", "smoke", "--limit", "6", "--n-bootstrap", "20",
        "--device", "cpu", "--no-progress", "--batch-size", "16", "--set", "max_train_samples=120"]
-RUN_NAME = "ecr_redial_smoke_s0_n6"
+
+def _run_name() -> str:
+    """The run directory the command above writes (its --set gives the name a digest suffix)."""
+    from crsbench.config import apply_overrides
+    from crsbench.runs import config_overrides, run_name
+    from crsbench_plugins.ecr.model import ECRModel
+
+    profile = ECRModel.profiles["smoke"]
+    overrides = config_overrides(profile, apply_overrides(profile, [RUN[-1]]))
+    return run_name("ecr", "redial", "smoke", 0, 6, None, overrides)
+
+
+RUN_NAME = _run_name()
 
 
 def env(**extra) -> dict:

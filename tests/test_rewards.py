@@ -14,9 +14,9 @@ from crsbench.plugins import PluginRegistry
 from crsbench_plugins.rewards import plugin as rewards_plugin
 from crsbench_plugins.rewards.combined import CombinedReward
 from crsbench_plugins.rewards.rewards import (BleuReward, CriticReward, DistinctReward, EmotionReward,
-                                              LengthReward, RecHitReward, bare_title)
+                                              JudgeReward, LengthReward, RecHitReward, bare_title)
 
-BUILTIN = {"bleu", "distinct", "rec_hit", "emotion", "length", "critic"}
+BUILTIN = {"bleu", "distinct", "rec_hit", "emotion", "length", "critic", "judge"}
 
 
 def sample(response="", targets=(), context=(), roles=None):
@@ -55,7 +55,7 @@ def test_rewards_are_registered_through_the_entry_point(monkeypatch):
 def test_registering_does_not_import_torch_or_nltk():
     code = ("import sys; from crsbench.plugins import PluginRegistry; "
             "import crsbench_plugins.rewards.plugin as p; r = PluginRegistry(); r.register_plugin(p, 'rewards'); "
-            "assert len(r.rewards()) == 6, r.rewards(); "
+            "assert len(r.rewards()) == 7, r.rewards(); "
             "heavy = [m for m in ('torch', 'nltk', 'transformers', 'scipy') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
@@ -260,6 +260,29 @@ def test_critic_reward_passes_contexts_and_head():
         CriticReward()
 
 
+def test_judge_reward_is_the_judges_metric_scaled_to_one():
+    """The learned judge's own relevance score, / 9, with the sample's context; 'mean' averages
+    the rubric's metrics."""
+    from crsbench.judge import JudgeInput
+    from crsbench.judge_eval import make_judge
+
+    spec = {"name": "minilm-human-a", "rubric": "crsarena-turn-v1"}
+    samples = [sample(context=["Hi! I love scary movies, any good horror?"]),
+               sample(context=["Can you suggest a comedy for tonight?"])]
+    replies = ["You should watch The Conjuring (2013), it is terrifying!", "ok"]
+    judged = make_judge(spec, cache=False).score([JudgeInput(s["context"], r, s["context_roles"])
+                                                  for s, r in zip(samples, replies)])
+    relevance = JudgeReward(judge=spec, metric="relevance").score(samples, replies)
+    assert relevance == pytest.approx([j.scores["relevance"] / 9 for j in judged])
+    assert relevance[0] > relevance[1]  # a fitting recommendation beats "ok"
+    mean = JudgeReward(judge=spec).score(samples, replies)
+    assert mean == pytest.approx([np.mean(list(j.scores.values())) / 9 for j in judged])
+    with pytest.raises(UserError, match="not one of the judge's"):
+        JudgeReward(judge=spec, metric="lifelikeness").score(samples, replies)
+    with pytest.raises(UserError, match="needs option judge"):
+        JudgeReward()
+
+
 # -- combined ---------------------------------------------------------------------------------
 def test_combined_components_and_total(registry):
     config = {"length": 0.5, "distinct": {"weight": 2.0, "n": 1}, "bleu": -1.0}
@@ -285,7 +308,7 @@ def test_combined_unknown_name_lists_known_ones(registry):
         CombinedReward({"blue": 1.0, "length": 1.0}, registry=registry)
     message = str(err.value)
     assert "'blue'" in message and "did you mean 'bleu'" in message
-    assert "known: bleu, critic, distinct, emotion, length, rec_hit" in message
+    assert "known: bleu, critic, distinct, emotion, judge, length, rec_hit" in message
     with pytest.raises(UserError, match="'lenght'"):  # options for a reward that is not configured
         CombinedReward({"length": 1.0}, options={"lenght": {"min_len": 2}}, registry=registry)
 

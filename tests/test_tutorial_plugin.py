@@ -111,7 +111,7 @@ def test_the_example_runs_on_redial(installed, run_crsbench, tmp_path):
                                                   "plugin": "example", "profile": "default",
                                                   "distribution": "crsbench-example-plugin",
                                                   "distribution_version": "0.1.0",
-                                                  "config": None, "generates": False}
+                                                  "config": None, "overrides": {}, "generates": False}
     # what a leaderboard row needs to say what to install
     assert result["plugins"]["model"] == {"entry_point": "example", "module": "crsbench_example",
                                           "distribution": "crsbench-example-plugin", "version": "0.1.0",

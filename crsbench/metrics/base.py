@@ -61,6 +61,11 @@ class Metric:
     def compute(self, units: Units) -> float:
         return self.score(self.prepare(units), np.ones(len(units)))
 
+    def count(self, prepared: Any, n_units: int) -> int:
+        """The ``n`` reported with the metric: how many units (or pairs) it is computed over.
+        Default: every unit; metrics that use only some of them say how many."""
+        return n_units
+
 
 class MeanMetric(Metric):
     """A mean of per-unit values over the units where ``mask`` is true."""
@@ -72,6 +77,9 @@ class MeanMetric(Metric):
     def prepare(self, units: Units):
         values, mask = self.values(units)
         return np.asarray(values, dtype=float), np.asarray(mask, dtype=bool)
+
+    def count(self, prepared, n_units: int) -> int:
+        return int(np.count_nonzero(prepared[1]))  # the units the mean is over
 
     def score(self, prepared, weights: np.ndarray) -> float:
         values, mask = prepared

@@ -69,12 +69,14 @@ def _sentence_bleu_all(hyps: list[str], refs: list[str]) -> np.ndarray:
 
 
 class SentenceBLEU(MeanMetric):
-    """BLEU-n as ECR / UniCRS report it: the mean over responses of nltk's
-    ``sentence_bleu([ref_tokens], hyp_tokens, weights)`` where ``weights`` puts all its mass
-    on n-grams of order n (e.g. (0, 1, 0, 0) for BLEU-2), without smoothing. So BLEU-n is
-    brevity penalty x modified n-gram precision of each response, in [0, 1]. Tokens are
-    whitespace-split; an empty response scores 0, and so does a response with no matching
-    n-gram of order n (nltk returns ~1e-308 there).
+    """BLEU-n as ECR / UniCRS report it: nltk's ``sentence_bleu([ref_tokens], hyp_tokens,
+    weights)`` where ``weights`` puts all its mass on n-grams of order n (e.g. (0, 1, 0, 0)
+    for BLEU-2), without smoothing, summed over responses and divided by the number of
+    non-empty responses (their ``evaluate_conv.py``: ``bleu / sent_cnt``, ``sent_cnt``
+    counting non-empty predictions). So BLEU-n is the mean over non-empty responses of
+    brevity penalty x modified n-gram precision, in [0, 1]; an empty response is left out
+    (its ``n`` counts non-empty responses), and a response with no matching n-gram of order
+    n scores 0 (nltk returns ~1e-308 there). Tokens are whitespace-split.
     """
 
     kind = GENERATION
@@ -84,11 +86,13 @@ class SentenceBLEU(MeanMetric):
             raise ValueError(f"BLEU order must be 1..{MAX_ORDER}, got {n}")
         self.n = n
         self.name = f"bleu-{n}"
-        self.description = f"Mean sentence BLEU with {n}-gram precision only (nltk, no smoothing; ECR/UniCRS)."
+        self.description = (f"Mean sentence BLEU with {n}-gram precision only over non-empty responses "
+                            "(nltk, no smoothing; ECR/UniCRS).")
 
     def values(self, units):
         scores = _shared("bleu", units, _sentence_bleu_all)
-        return scores[:, self.n - 1], np.ones(len(units), dtype=bool)
+        nonempty = np.array([bool(_tokens(h)) for h in units["hyp"]], dtype=bool)
+        return scores[:, self.n - 1], nonempty
 
 
 # -- corpus BLEU (sacrebleu) -------------------------------------------------------------
@@ -233,11 +237,31 @@ class DistinctRatio(_Distinct):
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
+# rouge-score's default tokeniser keeps only [a-z0-9] after lowercasing, so a reply in Greek,
+# Cyrillic or Chinese has no tokens and scores 0 against itself. Ours lowercases and keeps
+# runs of Unicode letters and digits (on ASCII text exactly the default's tokens), and makes
+# each CJK / kana / hangul character a token of its own (those scripts do not separate words
+# by spaces).
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_ROUGE_TOKEN = None
+
+
+class _UnicodeTokenizer:
+    def tokenize(self, text: str) -> list[str]:
+        global _ROUGE_TOKEN
+        if _ROUGE_TOKEN is None:
+            import re
+
+            _ROUGE_TOKEN = re.compile(f"[{_CJK}]|[^\\W_{_CJK}]+")
+        return _ROUGE_TOKEN.findall((text or "").lower())
+
+
 def _rouge_all(hyps: list[str], refs: list[str]) -> np.ndarray:
-    """(n_units, 3): rouge-score F-measures for rouge1, rouge2, rougeL (no stemming)."""
+    """(n_units, 3): rouge-score F-measures for rouge1, rouge2, rougeL (no stemming), with
+    :class:`_UnicodeTokenizer`."""
     from rouge_score.rouge_scorer import RougeScorer
 
-    scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+    scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=False, tokenizer=_UnicodeTokenizer())
     out = np.zeros((len(hyps), len(ROUGE_TYPES)))
     for i, (hyp, ref) in enumerate(zip(hyps, refs)):
         if not _tokens(hyp):
@@ -248,9 +272,10 @@ def _rouge_all(hyps: list[str], refs: list[str]) -> np.ndarray:
 
 
 class Rouge(MeanMetric):
-    """ROUGE-1 / ROUGE-2 / ROUGE-L F-measure from ``rouge_score.RougeScorer`` (its own
-    tokeniser: lowercase, alphanumeric tokens; no stemming), mean over responses. An empty
-    response scores 0.
+    """ROUGE-1 / ROUGE-2 / ROUGE-L F-measure from ``rouge_score.RougeScorer`` (no stemming),
+    mean over responses, with a Unicode-aware tokeniser: lowercase runs of letters and digits
+    of any script (the rouge-score default on ASCII text), each CJK character a token. An
+    empty response scores 0.
     """
 
     kind = GENERATION

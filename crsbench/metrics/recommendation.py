@@ -86,7 +86,7 @@ class MRRAtK(_AtK):
 class RTAtK(_AtK):
     """Recall@k over only the targets whose feedback is "liked" (other targets masked out).
 
-    NaN when no target is liked.
+    NaN when no target is liked; its ``n`` is the number of liked targets.
     """
 
     prefix = "rt"
@@ -111,6 +111,7 @@ class AUC(Metric):
               / (W_liked * W_disliked)
 
     NaN if either class has zero total weight. Targets with "unknown" feedback are ignored.
+    Its ``n`` is the number of (liked, disliked) pairs.
     ``prepare`` sorts once (O(n log n)); ``score`` is O(n) per replicate.
     """
 
@@ -132,6 +133,9 @@ class AUC(Metric):
         left = np.searchsorted(levels, l_rank, side="left")
         tie = np.where(left < above, left, -1)  # the disliked level equal to rank_i, if any
         return liked, disliked, d_bin, len(levels), above, tie
+
+    def count(self, prepared, n_units: int) -> int:
+        return len(prepared[0]) * len(prepared[1])  # liked x disliked pairs
 
     def score(self, prepared, weights):
         liked, disliked, d_bin, n_levels, above, tie = prepared

@@ -4,8 +4,10 @@ from crsbench import hookimpl
 
 @hookimpl
 def register_models(register):
+    from crsbench_plugins.baselines.bm25 import BM25Model
     from crsbench_plugins.baselines.models import PopularityModel, RandomModel, RepeatContextModel
 
     register(RandomModel)
     register(PopularityModel)
     register(RepeatContextModel)
+    register(BM25Model)

@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from crsbench.checkpoints import load_safetensors as load_file, load_torch  # a damaged file: one Error line
 
 DONE = "done.json"
 
@@ -47,8 +49,23 @@ def load_latest(stage_dir: Path, module: torch.nn.Module, optimizer) -> dict | N
     _, path = found[-1]
     module.load_state_dict(load_file(path / "model.safetensors"))
     if optimizer is not None and (path / "optimizer.pt").exists():
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        optimizer.load_state_dict(load_torch(path / "optimizer.pt"))
     return json.loads((path / "state.json").read_text())
+
+
+BEST = "best.safetensors"
+
+
+def save_best(stage_dir: Path, module: torch.nn.Module) -> None:
+    """The weights of the best epoch so far (model selection), written atomically."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    tmp = stage_dir / f".{BEST}.tmp{os.getpid()}"
+    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, tmp)
+    os.replace(tmp, stage_dir / BEST)
+
+
+def load_best(stage_dir: Path, module: torch.nn.Module) -> None:
+    module.load_state_dict(load_file(stage_dir / BEST))
 
 
 def mark_done(stage_dir: Path, summary: dict) -> None:

@@ -15,11 +15,58 @@ from crsbench_plugins.ecr.emotion import EMOTIONS
 N_EMOTIONS = len(EMOTIONS)
 
 
-def context_text(sample: dict, turns: int) -> str:
-    """The last ``turns`` turns with speaker tags, most recent last."""
+def context_text(sample: dict, turns: int, sep: str | None = None) -> str:
+    """The last ``turns`` turns with speaker tags, most recent last; with ``sep`` (the text
+    encoder's separator token) each turn ends with it, as the official prompt text does
+    (``User: ...</s>System: ...</s>``, ECR/UniCRS dataset_rec.py)."""
     parts = [f"{'User' if role == 'seeker' else 'System'}: {text}"
              for text, role in zip(sample["context"][-turns:], sample["context_roles"][-turns:])]
+    if sep:
+        return "".join(f"{part}{sep}" for part in parts) if parts else "(start of dialogue)"
     return " ".join(parts) if parts else "(start of dialogue)"
+
+
+def longest_samples(samples) -> dict:
+    """dialog_id -> the dialogue's sample with the longest context (which holds the others')."""
+    longest: dict = {}
+    for s in samples:
+        if len(s["context"]) >= len(longest.get(s["dialog_id"], {"context": ()})["context"]):
+            longest[s["dialog_id"]] = s
+    return longest
+
+
+def every_turn(samples: list[dict]) -> tuple[list[dict], list[list[int]]]:
+    """Stage 1's examples: one per turn of each dialogue, seeker turns included, with the
+    entities and items the turn mentions as labels (both official process.py write a sample
+    for every turn; the pre-training dataset skips turns without any). Recommender turns are
+    the samples themselves (labels: ``response_entities`` + ``targets``); a seeker turn is read
+    from the dialogue's longest sample: its context is the turns before it and its labels the
+    entities first mentioned in it (``context_entity_turns``). Without that key, recommender
+    turns only."""
+    out, labels = [], []
+    for s in samples:
+        found = list(dict.fromkeys(list(s["response_entities"]) + [int(t) for t in s["targets"]]))
+        if found:
+            out.append(s)
+            labels.append(found)
+    if not samples or "context_entity_turns" not in samples[0]:
+        return out, labels
+    longest = longest_samples(samples)
+    for dialog_id in sorted(longest, key=str):
+        s = longest[dialog_id]
+        ents, turns = list(s["context_entities"]), list(s["context_entity_turns"])
+        for t, role in enumerate(s["context_roles"]):
+            found = [e for e, k in zip(ents, turns) if k == t]
+            if role != "seeker" or not found:
+                continue
+            before = [k for k in range(len(ents)) if turns[k] < t]
+            out.append({"sample_id": f"{s['sample_id']}/seeker-turn-{t}", "dialog_id": dialog_id,
+                        "context": s["context"][:t], "context_roles": s["context_roles"][:t],
+                        "context_entities": [ents[k] for k in before],
+                        "context_entity_turns": [turns[k] for k in before],
+                        "response": s["context"][t], "response_role": "seeker"})
+            labels.append(found)
+    return out, labels
 
 
 def seeker_texts(samples) -> list[str]:
@@ -55,10 +102,7 @@ def emotion_dialogues(samples, emotion_of: dict[str, np.ndarray]) -> list[list[t
     """Per training dialogue, its context entities in order, each with the labels of the
     seeker's emotions toward it, most probable first (what ECR's co-occurrence counts read).
     A dialogue is read from its sample with the longest context, which holds the others."""
-    longest: dict = {}
-    for s in samples:
-        if len(s["context"]) >= len(longest.get(s["dialog_id"], {"context": ()})["context"]):
-            longest[s["dialog_id"]] = s
+    longest = longest_samples(samples)
     out = []
     for dialog_id in sorted(longest, key=str):
         s = longest[dialog_id]

@@ -354,6 +354,7 @@ def train_lm(model, tokenizer, examples: Sequence[dict], cfg: dict, stage_dir: s
     else:
         ratio = cfg["warmup"] if cfg["warmup"] is not None else cfg["warmup_ratio"]
         warmup = int(float(ratio) * total_steps)
+    warmup = min(warmup, max(0, total_steps - 1))  # an absolute count past the end would leave the rate rising
 
     prefix_module = prefix_fn if isinstance(prefix_fn, torch.nn.Module) else None
     model.to(acc.device)

@@ -10,7 +10,7 @@ import logging
 import time
 
 from crsbench.model import Model
-from crsbench_plugins.ecr.config import ECR_PROFILES, switches, unicrs_profiles
+from crsbench_plugins.ecr.config import CONFIG_SCHEMA, ECR_PROFILES, switches, unicrs_profiles
 
 log = logging.getLogger("crsbench")
 
@@ -27,10 +27,14 @@ def require_sample_key(data, key: str, model: str, why: str) -> None:
 
 class ECRModel(Model):
     name = "ecr"
-    version = "2.1"  # 2.1: stage 3 writes the whole reply (official); 2.0 appended a description
+    # 3.0: recommendation reads the context alone (no reply template, as the official commands),
+    # the epoch kept by validation loss, stage 1 on every turn, schedules as fractions, the KG's
+    # self loops, the turn separator, deterministic kernels. 2.1: stage 3 writes the whole reply
+    version = "3.0"
     description = "ECR (Zhang et al., RecSys 2024): emotion-aware CRS, full training pipeline"
     generates = True
     profiles = ECR_PROFILES
+    config_schema = CONFIG_SCHEMA  # what --set may change, typed and bounded (crsbench.config)
 
     @classmethod
     def default_profile(cls, device: str = "cpu") -> str:
@@ -67,5 +71,5 @@ class ECRModel(Model):
 class UniCRSModel(ECRModel):
     name = "unicrs"
     description = "UniCRS (Wang et al., KDD 2022): KG prompts for a frozen LM (ECR with every emotion component off)"
-    version = "2.0"  # stage 3 is off: ECR 2.1's change does not touch UniCRS
+    version = "3.0"  # ECR 3.0's recommender changes (stage 3 is off for UniCRS)
     profiles = unicrs_profiles()

@@ -99,6 +99,12 @@ class CachedEncoder:
     def token_dim(self) -> int:
         return self.token_encoder.dim
 
+    @property
+    def sep_token(self) -> str | None:
+        """What ends each turn of the prompt text (the official code: the text tokenizer's
+        ``sep_token``)."""
+        return self.token_encoder._load()[0].sep_token
+
 
 class _Timer:
     def __init__(self, state: ECRState, name: str):
@@ -123,8 +129,8 @@ def lm_context(sample: dict, turns: int | None, eos: str) -> str:
     return "".join(f"{'User' if r == 'seeker' else 'System'}: {t}{eos}" for t, r in zip(ctx, roles))
 
 
-def prompt_text(sample: dict, turns: int | None) -> str:
-    return feat.context_text(sample, turns or len(sample["context"]) or 1)
+def prompt_text(sample: dict, turns: int | None, sep: str | None = None) -> str:
+    return feat.context_text(sample, turns or len(sample["context"]) or 1, sep)
 
 
 class Inputs:
@@ -138,12 +144,14 @@ class Inputs:
         tok = state.lm_tokenizer
         eos = tok.eos_token
         texts, lm_texts = [], []
+        sep = state.encoder.sep_token
         for k, s in enumerate(samples):
-            text, lm_text = prompt_text(s, cfg["context_turns"]), lm_context(s, cfg["context_turns"], eos)
+            text, lm_text = prompt_text(s, cfg["context_turns"], sep), lm_context(s, cfg["context_turns"], eos)
             if with_response:  # pre-training reads the response too (UniCRS train_pre)
-                text += f" System: {s['response']}"
-                lm_text += f"System: {s['response']}{eos}"
-            if appended is not None:  # recommendation reads the generated template (ECR redial_gen)
+                speaker = "User" if s.get("response_role") == "seeker" else "System"
+                text += f"{speaker}: {s['response']}{sep}" if sep else f" {speaker}: {s['response']}"
+                lm_text += f"{speaker}: {s['response']}{eos}"
+            if appended is not None:  # text after the context (the official --use_resp; off by default)
                 lm_text += f"System: {appended[k] or ''}"
             texts.append(text)
             lm_texts.append(lm_text)
@@ -205,18 +213,23 @@ def _label_batches(inputs: Inputs, state: ECRState, label_lists: list[list[int]]
         scale = sum(len(label_lists[i]) for i in idx) / n_rows
         if not idx:  # a short last batch leaves this process nothing: a dummy with no weight
             idx, scale = list(whole[:1]), 0.0
-        batch = inputs.batch(idx, state)
+        batch = _label_rows(inputs.batch(idx, state), idx, label_lists, weight_lists, state.device)
         batch["scale"] = scale
-        rows, labels, weights = [], [], []
-        for r, i in enumerate(idx):
-            for j, label in enumerate(label_lists[i]):
-                rows.append(r)
-                labels.append(label)
-                weights.append(weight_lists[i][j] if weight_lists else 1.0)
-        batch["label_rows"] = torch.as_tensor(rows, dtype=torch.long, device=state.device)
-        batch["labels"] = torch.as_tensor(labels, dtype=torch.long, device=state.device)
-        batch["weights"] = torch.as_tensor(weights, dtype=torch.float32, device=state.device)
         yield batch
+
+
+def _label_rows(batch: dict, idx, label_lists, weight_lists, device) -> dict:
+    """Adds the (sample, label) rows of the samples ``idx`` to ``batch``."""
+    rows, labels, weights = [], [], []
+    for r, i in enumerate(idx):
+        for j, label in enumerate(label_lists[i]):
+            rows.append(r)
+            labels.append(label)
+            weights.append(weight_lists[i][j] if weight_lists else 1.0)
+    batch["label_rows"] = torch.as_tensor(rows, dtype=torch.long, device=device)
+    batch["labels"] = torch.as_tensor(labels, dtype=torch.long, device=device)
+    batch["weights"] = torch.as_tensor(weights, dtype=torch.float32, device=device)
+    return batch
 
 
 def weighted_rec_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -224,6 +237,18 @@ def weighted_rec_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
     (w = 1 everywhere gives UniCRS's plain mean)."""
     losses = F.cross_entropy(logits[batch["label_rows"]], batch["labels"], reduction="none")
     return (losses * batch["weights"]).mean()
+
+
+SELECT_MODES = {"valid_loss": "min", "valid_recall@10": "max", "valid_recall@50": "max"}
+
+
+def selection(stage_cfg: dict) -> tuple[str, str]:
+    from crsbench.errors import UserError
+
+    key = stage_cfg.get("select") or "valid_loss"
+    if key not in SELECT_MODES:
+        raise UserError(f"stage2.select={key!r} is not one of {', '.join(SELECT_MODES)}")
+    return key, SELECT_MODES[key]
 
 
 def _n_batches(n: int, batch_size: int) -> int:
@@ -236,7 +261,8 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
     from crsbench_plugins.ecr import backbone, responses, templates
     from crsbench_plugins.ecr.emotion_labels import EmotionLabeler
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    # deterministic kernels for every stage: the same command gives the same weights
+    seed_everything(context.seed, deterministic=True)
     ckpt = Path(context.checkpoint_dir)
     progress = getattr(context, "progress", True)
     device = torch.device(context.device)
@@ -272,18 +298,18 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
         state.summaries["lm"] = lm_summary
 
     seed_everything(context.seed)
-    edges, n_relations = relation_edges(kg.triples, kg.relation2id.get("self_loop", -1),
-                                        cfg["kg"].get("max_relations"))
+    edges, n_relations = relation_edges(kg.triples, cfg["kg"].get("max_relations"))
     encoder = KGPromptEncoder(
         LMShape(state.lm.config), token_dim=state.encoder.token_dim, num_entities=kg.num_entities,
         num_relations=n_relations, edges=edges, num_bases=cfg["kg"]["num_bases"],
         n_prefix_rec=cfg["n_prefix_rec"], n_prefix_conv=cfg["n_prefix_conv"], n_emotions=feat.N_EMOTIONS,
         local_emotion=sw["local_emotion"], co_appearance=state.co_appearance).to(device)
 
-    # Stage 1: pre-training on the entities of the response, from context + response.
-    s1_labels = [list(dict.fromkeys(list(s["response_entities"]) + list(s["targets"]))) for s in train]
-    s1_train = [s for s, labels in zip(train, s1_labels) if labels]
-    s1_labels = [labels for labels in s1_labels if labels]
+    # Stage 1: pre-training on the entities of the response, from context + response, for
+    # every turn (seeker turns too) that mentions any
+    s1_train, s1_labels = feat.every_turn(train)
+    state.summaries["stage1_examples"] = {"turns": len(s1_train),
+                                          "seeker_turns": sum(s.get("response_role") == "seeker" for s in s1_train)}
     with _Timer(state, "stage1_inputs"):  # a finished stage is loaded: its inputs are not built again
         s1_in = None if read_done(ckpt / "stage1_pretrain") else Inputs(state, s1_train, None, cached=True,
                                                                          with_response=True)
@@ -325,24 +351,37 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
     with _Timer(state, "stage2_inputs"):
         s2_in = valid_in = None
         if not read_done(ckpt / "stage2_recommendation"):
-            s2_in = Inputs(state, rec_train, [s["response_template"] for s in rec_train], cached=True)
-            valid_in = Inputs(state, valid_rec, [s["response_template"] for s in valid_rec], cached=True)
+            # the context alone, no reply template: the official commands do not pass
+            # --use_resp, so train_rec.py reads no template in any split
+            s2_in = Inputs(state, rec_train, None, cached=True)
+            valid_in = Inputs(state, valid_rec, None, cached=True)
     position = {item: k for k, item in enumerate(state.items)}
+    valid_labels = [[int(t) for t in s["targets"]] for s in valid_rec]
+    valid_weights = ([[fb[f] for f in s["target_feedback"]] for s in valid_rec]
+                     if s2_weights is not None else None)
 
     def validate(module):
-        hits = {10: [], 50: []}
+        """Recall over the catalogue and the training loss (over all entities, feedback-
+        weighted as in training), as the official train_rec.py reports them."""
+        hits, loss_sum, rows = {10: [], 50: []}, 0.0, 0
         with torch.no_grad():
             ent = module.entity_embeds()
             for start in range(0, len(valid_in), 128):
                 idx = list(range(start, min(start + 128, len(valid_in))))
-                scores = rec_scores(module, lm, valid_in.batch(idx, state), ent=ent)[:, entity_of_item]
+                batch = _label_rows(valid_in.batch(idx, state), idx, valid_labels, valid_weights, state.device)
+                logits = rec_scores(module, lm, batch, ent=ent)
+                loss_sum += float(weighted_rec_loss(logits, batch)) * len(batch["labels"])
+                rows += len(batch["labels"])
+                scores = logits[:, entity_of_item]
                 top = scores.topk(min(50, scores.shape[1]), dim=1).indices.cpu().tolist()
                 for row, i in enumerate(idx):
                     for t in valid_rec[i]["targets"]:
                         pos = top[row].index(position[t]) if position[t] in top[row] else 99
                         for k in hits:
                             hits[k].append(pos < k)
-        return {f"valid_recall@{k}": float(np.mean(v)) if v else 0.0 for k, v in hits.items()}
+        out = {f"valid_recall@{k}": float(np.mean(v)) if v else 0.0 for k, v in hits.items()}
+        out["valid_loss"] = loss_sum / max(1, rows)
+        return out
 
     with _Timer(state, "stage2_recommendation"):
         seed_everything(context.seed)
@@ -352,7 +391,7 @@ def train_all(cfg: dict, sw: dict, data, context) -> ECRState:
             lambda epoch: _label_batches(s2_in, state, s2_labels, s2_weights, s2["batch_size"], context.seed, epoch),
             lambda module, batch: weighted_rec_loss(rec_scores(module, lm, batch), batch),
             s2, ckpt / "stage2_recommendation", steps_per_epoch=_n_batches(len(s2_labels), s2["batch_size"]),
-            validate=validate, progress=progress)
+            validate=validate, progress=progress, select=selection(s2))
     s2_in = valid_in = None
     state.encoder.token_cache.forget()
     state.rec = encoder.eval()
@@ -388,7 +427,7 @@ def templates_for(state: ECRState, batch: list[dict]) -> list[str]:
 
 
 def rank_items(state: ECRState, batch: list[dict], top: int | None = None) -> list[list[int]]:
-    inputs = Inputs(state, batch, templates_for(state, batch), cached=False)
+    inputs = Inputs(state, batch, None, cached=False)  # the context alone, as in training
     with torch.no_grad():
         scores = rec_scores(state.rec, state.lm, inputs.batch(range(len(batch)), state), ent=state.ent_vecs)
         scores = scores[:, state.item_index]

@@ -41,10 +41,11 @@ def _xavier_uniform_(param: torch.Tensor) -> None:
     nn.init.uniform_(param, -bound, bound)
 
 
-def relation_edges(triples: np.ndarray, self_loop: int, max_relations: int | None) -> tuple[np.ndarray, int]:
-    """KG edges without self loops, relations renumbered by frequency; with ``max_relations``
+def relation_edges(triples: np.ndarray, max_relations: int | None) -> tuple[np.ndarray, int]:
+    """The KG's edges, its self loops included (UniCRS extract_subkg.py adds one per head
+    entity, a relation of its own), relations renumbered by frequency; with ``max_relations``
     the rarest ones share the last type ("other"), which bounds RGCNConv's per-relation loop."""
-    edges = triples[triples[:, 1] != self_loop].copy()
+    edges = triples.copy()
     rels, counts = np.unique(edges[:, 1], return_counts=True)
     order = rels[np.argsort(-counts, kind="stable")]
     keep = len(order) if not max_relations else min(len(order), max_relations)

@@ -35,15 +35,22 @@ def relation_name(uri: str) -> str:
     return out.strip()
 
 
+# The relation types ECR's stage 3 reads facts from (src_emo/dataset_dbpedia.py,
+# get_one_hop_neighborhood: starring, writer, productionCompany, director, musicComposer)
+OFFICIAL_RELATIONS = ("starring", "writer", "production company", "director", "music composer")
+
+
 class Knowledge:
-    """KG facts about a movie, written as "X's relation is Y"."""
+    """KG facts about a movie, written as "X's relation is Y", from the official five relation
+    types (every relation on a graph that has none of them)."""
 
     def __init__(self, kg, item_names: dict[int, str]):
         self.names = item_names
         id2rel = {i: relation_name(r) for r, i in kg.relation2id.items()}
+        keep = set(id2rel.values()) & set(OFFICIAL_RELATIONS) or set(id2rel.values()) - {"self_loop"}
         self.facts: dict[int, list[tuple[str, str]]] = {}
         for head, rel, tail in kg.triples.tolist():
-            if head in item_names and head != tail and id2rel[rel] != "self_loop":
+            if head in item_names and head != tail and id2rel[rel] in keep:
                 if tail in kg.id2entity:  # the task's readable name of the entity
                     self.facts.setdefault(head, []).append((id2rel[rel], kg.entity_name(tail)))
 

@@ -3,7 +3,10 @@ readable top to bottom.
 
 AdamW without weight decay on biases and norms, linear warm-up then linear decay to zero
 (transformers' ``get_linear_schedule_with_warmup``, as the official scripts use), gradient
-clipping. Only the prompt encoder trains; the LM and the text encoder stay frozen.
+clipping only where ``max_grad_norm`` is set (the official scripts pass none). Only the prompt
+encoder trains; the LM and the text encoder stay frozen. With ``select`` (a validation key and
+``min``/``max``), the epoch with the best validation value is the one kept, as the official
+train_rec.py keeps its ``best`` directory (by validation loss).
 
 Resumable: an interrupted stage restarts from its last complete epoch with its optimizer and
 schedule; batches of epoch ``e`` depend only on (seed, e), so a resumed run ends with the
@@ -22,7 +25,7 @@ import torch
 
 from crsbench import distributed
 from crsbench.plots import plot_curves
-from crsbench_plugins.ecr.checkpoints import load_latest, mark_done, read_done, save_epoch
+from crsbench_plugins.ecr.checkpoints import load_best, load_latest, mark_done, read_done, save_best, save_epoch
 
 log = logging.getLogger("crsbench")
 
@@ -51,23 +54,35 @@ def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def warmup_steps(cfg: dict, total_steps: int) -> int:
-    """``warmup_steps`` (the official scripts' absolute count) or ``warmup`` (a fraction)."""
+    """``warmup`` (a fraction of the total steps: the profiles) or ``warmup_steps`` (an
+    absolute count, a user's override; at least one step of decay is left)."""
     if cfg.get("warmup_steps") is not None:
-        return min(int(cfg["warmup_steps"]), total_steps)
+        steps = int(cfg["warmup_steps"])
+        if steps >= total_steps:
+            log.warning("warmup_steps=%d >= the %d steps of the stage: the learning rate would only rise; "
+                        "use warmup=<fraction>", steps, total_steps)
+        return min(steps, max(0, total_steps - 1))
     return int(float(cfg.get("warmup", 0.0)) * total_steps)
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value < best if mode == "min" else value > best)
 
 
 def train_stage(name: str, module: torch.nn.Module, batches: Callable[[int], Iterable[dict]],
                 loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor], cfg: dict, stage_dir: Path,
                 steps_per_epoch: int, validate: Callable[[torch.nn.Module], dict] | None = None,
-                progress: bool = True) -> dict:
-    """Train ``module`` for ``cfg['epochs']`` epochs; returns the stage summary."""
+                progress: bool = True, select: tuple[str, str] | None = None) -> dict:
+    """Train ``module`` for ``cfg['epochs']`` epochs; returns the stage summary. ``select``:
+    ``(validation key, "min" | "max")``, the epoch kept (default: the last)."""
     from tqdm.auto import tqdm
 
     stage_dir = Path(stage_dir)
     done = read_done(stage_dir)
     if done is not None:
         load_latest(stage_dir, module, None)
+        if done.get("kept_epoch") and done["kept_epoch"] != done.get("epochs"):
+            load_best(stage_dir, module)
         log.info("%s: already trained, loaded from %s", name, stage_dir)
         return done
 
@@ -105,7 +120,8 @@ def train_stage(name: str, module: torch.nn.Module, batches: Callable[[int], Ite
 
                 raise DegenerateRunError(f"{name}: the loss became {batch_loss} at epoch {epoch + 1} step "
                                          f"{len(losses) + 1}; lower {name}.lr (now {cfg['lr']})")
-            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.get("max_grad_norm") or 1.0)
+            if cfg.get("max_grad_norm"):
+                torch.nn.utils.clip_grad_norm_(module.parameters(), float(cfg["max_grad_norm"]))
             optimizer.step()
             scheduler.step()
             losses.append(batch_loss)
@@ -118,14 +134,24 @@ def train_stage(name: str, module: torch.nn.Module, batches: Callable[[int], Ite
         state["seconds"] += time.perf_counter() - started
         log.info("%s epoch %d: loss %.4f %s", name, epoch + 1, state["epoch_loss"][-1],
                  " ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        better = select is not None and is_better(scores[select[0]], state.get("best_value"), select[1])
+        if better:
+            state["best_epoch"], state["best_value"] = epoch + 1, scores[select[0]]
         if distributed.is_main():  # one writer; the others wait until the epoch is on disk
+            if better:
+                save_best(stage_dir, module)
             save_epoch(stage_dir, epoch + 1, module, opt, state)
         distributed.barrier()
         if epoch + 1 < cfg["epochs"]:  # test hook: a pause between epochs, to kill a run mid-stage
             time.sleep(float(os.environ.get("CRSBENCH_TEST_EPOCH_DELAY") or 0))
 
+    kept = state.get("best_epoch") or state["epoch"]
+    if kept != state["epoch"]:
+        load_best(stage_dir, module)
+        log.info("%s: keeping epoch %d (best %s)", name, kept, select[0])
     summary = {"epochs": state["epoch"], "epoch_loss": state["epoch_loss"], "valid": state["valid"],
-               "seconds": round(state["seconds"], 2), "steps": len(state["losses"]), "warmup_steps": warmup}
+               "seconds": round(state["seconds"], 2), "steps": len(state["losses"]), "warmup_steps": warmup,
+               "kept_epoch": kept, "selected_by": f"{select[1]} {select[0]}" if select else "last epoch"}
     if distributed.is_main():
         plot_curves({f"{name} loss": state["losses"]}, stage_dir / "loss.png", title=name,
                     smooth=max(1, len(state["losses"]) // 20))

@@ -49,7 +49,7 @@ FORMAT = "crsbench-critic"
 FORMAT_VERSION = 1
 
 DEFAULTS: dict[str, Any] = {
-    "metrics": None,          # None: the registered rubric's metrics (judge_metrics())
+    "metrics": None,          # None: the scores' metrics, else the registered rubric's (judge_metrics())
     "hidden": 64,             # hidden units per head
     "context_turns": 2,       # context turns before the response that the critic sees
     "score_min": 0.0,         # judge scale, mapped to [0, 1]
@@ -78,10 +78,15 @@ TIE = 1e-9               # judge targets closer than this are a tie (the pair is
 N_BOOT = 1000
 
 
-def judge_metrics() -> list[str]:
-    """The metrics of the registered judge rubric (when exactly one is registered)."""
+def judge_metrics(scores=None) -> list[str]:
+    """The metrics of per-pair ``{metric: score}`` dicts (in order of first appearance), else
+    those of the registered judge rubric (when exactly one is registered)."""
     from crsbench.rubric import resolve_rubric
 
+    if isinstance(scores, Sequence) and scores and all(isinstance(s, Mapping) for s in scores if s is not None):
+        found = list(dict.fromkeys(m for s in scores if s is not None for m in s))
+        if found:
+            return found
     return list(resolve_rubric(None).metrics)
 
 
@@ -520,7 +525,7 @@ def train_critic(pairs: Sequence, scores, cfg: Mapping[str, Any] | None, out_dir
     import torch
 
     cfg = _resolve_cfg(cfg)
-    metrics = list(cfg["metrics"] or judge_metrics())
+    metrics = list(cfg["metrics"] or judge_metrics(scores))
     contexts, responses = _split_pairs(pairs)
     n = len(responses)
     raw = _score_matrix(scores, metrics, n)

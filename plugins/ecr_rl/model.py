@@ -1,4 +1,4 @@
-"""ECR-RL: ECR whose stage-3 generator is further trained by RL against a validated critic."""
+"""ECR-RL: ECR whose stage-3 generator is further trained by RL against a judge validated against people."""
 from __future__ import annotations
 
 from crsbench_plugins.ecr.model import ECRModel
@@ -7,11 +7,16 @@ from crsbench_plugins.ecr_rl.config import rl_profiles
 
 class ECRRLModel(ECRModel):
     name = "ecr-rl"
-    version = "2.1"  # 2.1: the policy writes the whole reply (ECR 2.1), critic gated within contexts; 2.0: built on ECR 2.0
-    description = "ECR + RL on the response generator (judge -> critic -> TRL GRPO with KL to ECR)"
+    # 3.0: rewarded by a judge validated against people, evaluated by another validated judge,
+    # with seeds and a control arm; 2.1: the policy writes the whole reply, critic gated within
+    # contexts; 2.0: built on ECR 2.0
+    version = "3.0"
+    description = "ECR + RL on the response generator (validated judge -> TRL GRPO with KL to ECR)"
     profiles = rl_profiles()
-    default_judge = "smollm2"   # the harness judges replies on a seeded test sample
-    default_judge_options = {"chat_template": False, "threads": 1}  # as the critic's judge
+    @classmethod
+    def default_judge(cls, config):
+        """The harness judges replies on a seeded test sample with the evaluation judge."""
+        return dict(config["rl_stage"]["eval_judge"])
     # TRL's trainer would join the launch's process group while the judge and critic steps
     # run in rank 0 alone; the expensive ECR stages can still use several processes:
     multi_process = ("its RL stage runs in one process; train ECR under accelerate launch "

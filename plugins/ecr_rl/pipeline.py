@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crsbench.runs import CONFIG_FILE
 
 log = logging.getLogger("crsbench")
 
@@ -45,14 +44,13 @@ def reuse_ecr_checkpoints(cfg: dict, context) -> str | None:
     mine = Path(context.checkpoint_dir)
     if (mine / "stage2_recommendation" / "done.json").exists() or not cfg["rl_stage"].get("reuse_ecr"):
         return None
-    name = context.run_dir.name.replace("ecr-rl_", "ecr_", 1)
-    other = context.run_dir.parent / name
-    try:
-        config = json.loads((other / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if config.get("model_config") != ecr_config(cfg) or config.get("seed") != context.seed:
-        log.info("not reusing %s: its ECR configuration differs", other)
+    from crsbench.runs import twin_run  # an ECR run with this ECR config, task and data (any --set digest)
+
+    wanted = json.loads(json.dumps(ecr_config(cfg)))  # as config.json stores it (tuples are lists)
+    other = twin_run(context.run_dir, "ecr-rl", "ecr",
+                     lambda c: c.get("model_config") == wanted and c.get("seed") == context.seed)
+    if other is None:
+        log.info("not reusing an ECR run: none beside this one has its ECR configuration, task and data")
         return None
     if not (other / "checkpoints" / "stage2_recommendation" / "done.json").exists():
         return None
@@ -119,10 +117,9 @@ def sample_descriptions(model, tokenizer, prompts, n: int, temperature: float, t
 # -- the stage ----------------------------------------------------------------------------------
 def train_rl(state, cfg: dict, data, context) -> dict:
     from crsbench.errors import UserError
-    from crsbench.judge import JudgeInput
-    from crsbench.judge_eval import make_judge
-    from crsbench_plugins.ecr_rl.critic import check_critic, train_critic
     from crsbench_plugins.ecr_rl.policy import rl_finetune
+    from crsbench.judge_eval import make_judge
+    from crsbench_plugins.ecr_rl.validity import check_judges, judge_validity
     from crsbench_plugins.rewards.combined import CombinedReward
 
     rcfg = cfg["rl_stage"]
@@ -134,118 +131,179 @@ def train_rl(state, cfg: dict, data, context) -> dict:
     describer = state.describer
     reference = copy.deepcopy(describer.model).eval()
     train_rec = [s for s in data.splits["train"] if s["targets"]]
-    max_new = cfg["responses"]["max_new_tokens"]
+    rubric = getattr(data, "default_rubric", None)
 
-    # 1. judge data: ground truth + sampled replies of ECR's generator, one group per context
+    # 0. the instruments: a validated reward judge and a different, validated evaluation judge
+    reward_spec = judge_spec(rcfg["reward_judge"], rubric)
+    eval_spec = judge_spec(dict(context.judge) if getattr(context, "judge", None) else rcfg["eval_judge"], rubric)
+    reward_judge, eval_judge, report["validity"] = check_judges(
+        reward_spec, eval_spec, rcfg["reward_metric"], required=rcfg["require_validated_judges"])
+    placeholder = (getattr(data, "item_placeholder", None) or "<item>") \
+        if rcfg.get("prompts") == "generated_or_reference" else None
+
+    # 1-2. for a judge too slow for the RL loop: a critic of its scores, validated first
+    signal_options = {"metric": rcfg["reward_metric"], "judge": reward_spec}
+    if rcfg.get("critic"):
+        critic_report, report["judge"] = fit_critic(state, cfg, reward_judge, train_rec, placeholder,
+                                                    out_dir, context, timings)
+        report["critic"] = {k: v for k, v in critic_report.items() if k != "config"}
+        signal, signal_options = "critic", {"critic": critic_report.critic}
+    else:
+        signal = "judge"
+    rewards = dict(rcfg["rewards"])
+    if signal not in rewards:
+        raise UserError(f"rl_stage.rewards has no {signal!r} weight: the validated signal must be part of the reward")
+    options = {signal: signal_options, "rec_hit": {"item_names": state.item_names}}
+
+    def reward_inputs(samples, reqs):
+        # rec_hit asks for the movies ECR recommends, i.e. those its template names
+        return [dict(s, targets=list(items)) for s, (items, _) in zip(samples, reqs)]
+
+    # 3-4. policy optimisation of the stage-3 generator, on prompts built as at evaluation;
+    # per seed, the judge-rewarded arm and (study.control) the same RL with the signal's weight at 0
+    t0 = time.perf_counter()
+    rl_samples, rl_requests, n_ref = generator_requests(state, train_rec, rcfg["rl"]["n_prompts"], context.seed, 2,
+                                                        placeholder=placeholder)
+    if len(rl_samples) < rcfg["rl"]["batch_size"]:
+        from crsbench.errors import DegenerateRunError
+
+        raise DegenerateRunError(f"only {len(rl_samples)} training contexts where ECR's generated template "
+                                 f"recommends a movie: too few RL prompts (batch size {rcfg['rl']['batch_size']})")
+    rl_prompts = [describer.prompt(r) for r in rl_requests]
+    by_prompt = {p: (s, r) for p, s, r in zip(rl_prompts, rl_samples, rl_requests)}
+    study = dict(rcfg.get("study") or {})
+    seeds = [int(s) for s in study.get("seeds") or [0]]
+    arms = ["rl"] + (["control"] if study.get("control") else [])
+    policies, report["arms"] = {}, {}
+    for seed in seeds:
+        for arm in arms:
+            weights = dict(rewards, **({signal: 0.0} if arm == "control" else {}))
+            reward = CombinedReward(weights, options=options)
+            variance = ComponentVariance(reward.weights)
+
+            def reward_fn(prompts, completions, reward=reward, variance=variance):
+                found = [by_prompt[p] for p in prompts]
+                samples = reward_inputs([s for s, _ in found], [r for _, r in found])
+                _, components = reward.score_components(samples, [" ".join(c.split()) for c in completions])
+                total = variance.total(prompts, components)
+                return total.tolist(), {k: v.tolist() for k, v in components.items()}
+
+            name = arm_name(arm, seed, seeds)
+            rl_cfg = dict(rcfg["rl"], seed=context.seed * 1000 + seed)
+            arm_dir = out_dir if name == "rl" else out_dir / name
+            result = rl_finetune(reference, describer.tokenizer, rl_prompts, reward_fn, rl_cfg, arm_dir / "policy",
+                                 progress=context.progress)
+            policies[name] = result.pop("model").eval()
+            result["components"] = variance.report()
+            result["weights"] = weights
+            report["arms"][name] = result
+    report["rl"] = dict(report["arms"]["rl"], n_prompts=len(rl_prompts), n_prompts_reference_template=n_ref,
+                        signal=signal, seeds=seeds, arms=arms)
+    describer.model = policies["rl"]
+    timings["rl"] = time.perf_counter() - t0
+
+    # 5. held-out test contexts (one per dialogue, generated templates as at inference):
+    # ECR's replies vs every arm's, by the reward and by the (different) evaluation judge
+    t0 = time.perf_counter()
+    test_rec = [s for s in data.splits["test"] if s["targets"]]
+    held, held_req, _ = generator_requests(state, test_rec, rcfg["heldout"]["n_contexts"], context.seed, 3,
+                                           one_per_dialog=True)
+    replies = {"ecr": [" ".join(t.split()) for t in describer.generate(held_req, model=reference)]}
+    for name, policy in policies.items():
+        replies[name] = [" ".join(t.split()) for t in describer.generate(held_req, model=policy)]
+    reward = CombinedReward(rewards, options=options)
+    scored = {name: reward.score_components(reward_inputs(held, held_req), r) for name, r in replies.items()}
+    dialogs = [s["dialog_id"] for s in held]
+    tot_ecr, comp_ecr = scored["ecr"]
+    tot_rl, comp_rl = scored["rl"]
+    report["heldout_reward"] = paired_comparison(
+        dialogs, {"total": (tot_ecr, tot_rl), **{k: (comp_ecr[k], comp_rl[k]) for k in comp_ecr}}, seed=context.seed)
+    timings["heldout_reward"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    report["study"] = study_comparison(eval_judge, held, replies, seeds, arms, rcfg["reward_metric"], context.seed,
+                                       progress=context.progress)
+    report["heldout_judged"] = report["study"]["comparisons"]["rl vs ecr"]
+    report["study_extra_judges"] = {}
+    for spec in rcfg.get("extra_eval_judges") or []:
+        extra_judge = make_judge(judge_spec(spec, rubric))
+        study = study_comparison(extra_judge, held, replies, seeds, arms, rcfg["reward_metric"], context.seed,
+                                 progress=context.progress)
+        report["study_extra_judges"][extra_judge.key] = dict(
+            study, validation=judge_validity(extra_judge, rcfg["reward_metric"]))
+    report["judges"] = {"reward": dict(reward_judge.describe(), spec=reward_spec, metric=rcfg["reward_metric"],
+                                       validation=report["validity"]["reward"]),
+                        "evaluation": dict(eval_judge.describe(), spec=eval_spec,
+                                           source="--judge" if getattr(context, "judge", None) else "rl_stage.eval_judge",
+                                           validation=report["validity"]["evaluation"]),
+                        "same_judge": eval_judge.judge_id == reward_judge.judge_id}
+    report["heldout_examples"] = [{"sample_id": s["sample_id"], **{k: v[i] for k, v in replies.items()}}
+                                  for i, s in enumerate(held[:5])]
+    timings["heldout_judged"] = time.perf_counter() - t0
+    report["seconds"] = {k: round(v, 2) for k, v in timings.items()}
+    return report
+
+
+def judge_spec(spec, rubric: str | None) -> dict:
+    """``{"name": ..., **options}`` with the task's default rubric unless the spec names one."""
+    spec = dict(spec) if isinstance(spec, dict) else {"name": spec}
+    return {"rubric": rubric, **spec} if rubric else spec
+
+
+def arm_name(arm: str, seed: int, seeds: list[int]) -> str:
+    """``rl`` (the first seed's judge-rewarded policy, the one the run predicts with),
+    ``rl_s<seed>`` for the other seeds, ``control_s<seed>`` for the controls."""
+    if arm == "rl" and seed == seeds[0]:
+        return "rl"
+    return f"{arm}_s{seed}"
+
+
+def fit_critic(state, cfg, judge, train_rec, placeholder, out_dir, context, timings):
+    """Judge data (ground truth + sampled replies of ECR's generator per training context),
+    then a critic trained on it with contexts split and gated (``check_critic``)."""
+    from crsbench.errors import DegenerateRunError
+    from crsbench.judge import JudgeInput
+    from crsbench_plugins.ecr_rl.critic import check_critic, train_critic
+
+    describer, rcfg = state.describer, cfg["rl_stage"]
     t0 = time.perf_counter()
     dcfg = rcfg["critic_data"]
-    placeholder = getattr(data, "item_placeholder", None) or "<item>"
     judged_samples, requests, n_ref = generator_requests(state, train_rec, dcfg["n_contexts"], context.seed, 1,
                                                          placeholder=placeholder)
     if not judged_samples:
-        from crsbench.errors import DegenerateRunError
-
         raise DegenerateRunError("no training context where ECR's template recommends a movie: its stage-3 "
                                  "generator writes no reply that RL could train")
     prompts = [describer.prompt(r) for r in requests]
     sampled = sample_descriptions(describer.model, describer.tokenizer, prompts, dcfg["samples_per_context"],
-                                  dcfg["temperature"], dcfg["top_p"], max_new, context.seed)
+                                  dcfg["temperature"], dcfg["top_p"], cfg["responses"]["max_new_tokens"], context.seed)
     pairs, kinds, groups = [], [], []
     for s, replies_ in zip(judged_samples, sampled):
         for kind, reply in [("ground_truth", s["response"])] + [("ecr_sample", r) for r in replies_]:
             pairs.append((list(s["context"]), reply, list(s.get("context_roles") or []) or None))
             kinds.append(kind)
             groups.append(s["sample_id"])
-    # the task's default rubric unless the judge spec names one
-    judge = make_judge({"rubric": getattr(data, "default_rubric", None), **rcfg["judge"]})
     scores = judge.score([JudgeInput(c, r, roles) for c, r, roles in pairs])
     ok = [k for k, sc in enumerate(scores) if sc.ok]
-    report["judge"] = dict(judge.describe(), role="critic data", n_pairs=len(pairs), n_failed=len(pairs) - len(ok),
-                           n_contexts=len(judged_samples), n_contexts_reference_template=n_ref,
-                           stats=judge.stats(),
-                           mean_by_kind={kind: float(np.mean([np.mean(list(scores[k].scores.values()))
-                                                              for k in ok if kinds[k] == kind] or [np.nan]))
-                                         for kind in ("ground_truth", "ecr_sample")})
+    judge_report = dict(judge.describe(), role="critic data", n_pairs=len(pairs), n_failed=len(pairs) - len(ok),
+                        n_contexts=len(judged_samples), n_contexts_reference_template=n_ref, stats=judge.stats(),
+                        mean_by_kind={kind: float(np.mean([np.mean(list(scores[k].scores.values()))
+                                                           for k in ok if kinds[k] == kind] or [np.nan]))
+                                      for kind in ("ground_truth", "ecr_sample")})
     timings["judge_data"] = time.perf_counter() - t0
-    # the critic's training data, kept for inspection and re-analysis
     with open(out_dir / "critic_data.jsonl", "w", encoding="utf-8") as fh:
         for (ctx, resp, _), kind, group, sc in zip(pairs, kinds, groups, scores):
             fh.write(json.dumps({"context_id": group, "context": ctx, "response": resp, "kind": kind,
                                  "scores": sc.scores if sc.ok else None}) + "\n")
-
-    # 2. critic, validated on held-out contexts before it may drive training
     t0 = time.perf_counter()
     critic_cfg = {**rcfg["critic"], "metrics": rcfg["critic"].get("metrics") or list(judge.metrics)}
     critic_report = train_critic([pairs[k][:2] for k in ok], [scores[k].scores for k in ok], critic_cfg,
                                  out_dir / "critic", seed=context.seed, encoder=state.encoder.encoder,
                                  groups=[groups[k] for k in ok], kinds=[kinds[k] for k in ok])
-    report["critic"] = {k: v for k, v in critic_report.items() if k != "config"}
     timings["critic"] = time.perf_counter() - t0
-    (out_dir / "critic_report.json").write_text(json.dumps(report["critic"], indent=2))
+    (out_dir / "critic_report.json").write_text(json.dumps({k: v for k, v in critic_report.items() if k != "config"},
+                                                           indent=2))
     check_critic(critic_report, rcfg["min_spearman"], min_within_accuracy=rcfg["min_within_accuracy"])
-
-    # 3. rewards
-    reward = CombinedReward(rcfg["rewards"], options={"critic": {"critic": critic_report.critic},
-                                                      "rec_hit": {"item_names": state.item_names}})
-
-    def reward_inputs(samples, reqs):
-        # rec_hit asks for the movies ECR recommends, i.e. those its template names
-        return [dict(s, targets=list(items)) for s, (items, _) in zip(samples, reqs)]
-
-    # 4. policy optimisation on the stage-3 generator
-    t0 = time.perf_counter()
-    rl_samples, rl_requests, n_ref = generator_requests(state, train_rec, rcfg["rl"]["n_prompts"], context.seed, 2,
-                                                        placeholder=placeholder)
-    rl_prompts = [describer.prompt(r) for r in rl_requests]
-    by_prompt = {p: (s, r) for p, s, r in zip(rl_prompts, rl_samples, rl_requests)}
-    variance = ComponentVariance(reward.weights)
-
-    def reward_fn(prompts, completions):
-        found = [by_prompt[p] for p in prompts]
-        samples = reward_inputs([s for s, _ in found], [r for _, r in found])
-        _, components = reward.score_components(samples, [" ".join(c.split()) for c in completions])
-        total = variance.total(prompts, components)
-        return total.tolist(), {k: v.tolist() for k, v in components.items()}
-
-    rl_cfg = dict(rcfg["rl"], seed=context.seed)
-    report["rl"] = rl_finetune(describer.model, describer.tokenizer, rl_prompts, reward_fn, rl_cfg, out_dir / "policy",
-                               progress=context.progress)
-    report["rl"]["components"] = variance.report()
-    report["rl"]["n_prompts_reference_template"] = n_ref
-    policy = report["rl"].pop("model", None)
-    if policy is not None:
-        describer.model = policy
-    describer.model.eval()
-    timings["rl"] = time.perf_counter() - t0
-
-    # 5. held-out test contexts: ECR's replies vs ECR-RL's, by the reward and by the evaluation judge
-    t0 = time.perf_counter()
-    test_rec = [s for s in data.splits["test"] if s["targets"]]
-    held, held_req, _ = generator_requests(state, test_rec, rcfg["heldout"]["n_contexts"], context.seed, 3,
-                                           one_per_dialog=True)  # generated templates only, as at inference
-    r_ecr = [" ".join(t.split()) for t in describer.generate(held_req, model=reference)]
-    r_rl = [" ".join(t.split()) for t in describer.generate(held_req)]
-    tot_ecr, comp_ecr = reward.score_components(reward_inputs(held, held_req), r_ecr)
-    tot_rl, comp_rl = reward.score_components(reward_inputs(held, held_req), r_rl)
-    dialogs = [s["dialog_id"] for s in held]
-    report["heldout_reward"] = paired_comparison(
-        dialogs, {"total": (tot_ecr, tot_rl), **{k: (comp_ecr[k], comp_rl[k]) for k in comp_ecr}}, seed=context.seed)
-    timings["heldout_reward"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    eval_spec = dict(context.judge) if getattr(context, "judge", None) else dict(rcfg["judge"])
-    eval_judge = judge if eval_spec == dict(rcfg["judge"]) else \
-        make_judge({"rubric": getattr(data, "default_rubric", None), **eval_spec})
-    report["heldout_judged"] = judged_comparison(eval_judge, held, r_ecr, r_rl, context.seed, progress=context.progress)
-    report["judges"] = {"critic_data": report["judge"],
-                        "evaluation": dict(eval_judge.describe(), spec=eval_spec,
-                                           source="--judge" if getattr(context, "judge", None) else "rl_stage.judge"),
-                        "same_judge": eval_judge.describe() == judge.describe()}
-    report["heldout_examples"] = [{"sample_id": s["sample_id"], "ecr": a, "ecr_rl": b}
-                                  for s, a, b in list(zip(held, r_ecr, r_rl))[:5]]
-    timings["heldout_judged"] = time.perf_counter() - t0
-    report["seconds"] = {k: round(v, 2) for k, v in timings.items()}
-    return report
+    return critic_report, judge_report
 
 
 class ComponentVariance:
@@ -276,6 +334,10 @@ class ComponentVariance:
                                 "it is left out of the total while it stays so", name, between)
             else:
                 total += self.weights[name] * values
+        # each component's share of the weighted within-group spread: what can rank siblings
+        spread = {n: abs(self.weights[n]) * v["within_group_std"] for n, v in step.items() if v["used"]}
+        for n, v in step.items():
+            v["share"] = spread[n] / sum(spread.values()) if n in spread and sum(spread.values()) > 0 else 0.0
         self.steps.append(step)
         return total
 
@@ -284,46 +346,90 @@ class ComponentVariance:
         return {n: {"within_group_std_mean": float(np.mean([s[n]["within_group_std"] for s in self.steps if n in s])),
                     "batch_std_mean": float(np.mean([s[n]["batch_std"] for s in self.steps if n in s])),
                     "steps_constant_within_groups": int(sum(not s[n]["used"] for s in self.steps if n in s)),
+                    "share_of_within_group_spread": float(np.mean([s[n]["share"] for s in self.steps if n in s])),
                     "steps": int(sum(n in s for s in self.steps)), "weight": self.weights.get(n)}
                 for n in names}
 
 
-def judged_comparison(judge, held: list[dict], r_ecr: list[str], r_rl: list[str], seed: int,
-                      progress: bool = False) -> dict:
-    """The evaluation judge on ECR's and ECR-RL's replies of the same contexts: per metric (and
-    their mean) the paired difference with a dialogue-bootstrap CI, and the length-controlled
-    difference (intercept of the paired difference regressed on the word-count difference)."""
+def judge_replies(judge, held: list[dict], replies: list[str], desc: str, progress: bool = False) -> list:
+    """The judge's scores of ``replies`` in the contexts of ``held`` (one per context)."""
     from tqdm.auto import tqdm
 
     from crsbench.judge import JudgeInput
 
-    pairs_in = [JudgeInput(list(s["context"]), r, list(s.get("context_roles") or []) or None)
-                for s, a, b in zip(held, r_ecr, r_rl) for r in (a, b)]  # ECR's, then ECR-RL's
+    items = [JudgeInput(list(s["context"]), r, list(s.get("context_roles") or []) or None)
+             for s, r in zip(held, replies)]
     scores = []
-    bar = tqdm(total=len(pairs_in), desc="judge ECR vs ECR-RL", unit="reply", disable=not progress)
-    for start in range(0, len(pairs_in), 8):
-        scores += judge.score(pairs_in[start:start + 8])
-        bar.update(len(pairs_in[start:start + 8]))
+    bar = tqdm(total=len(items), desc=f"judge {desc}", unit="reply", disable=not progress)
+    for start in range(0, len(items), 64):
+        scores += judge.score(items[start:start + 64])
+        bar.update(len(items[start:start + 64]))
     bar.close()
-    both = [k for k in range(len(held)) if scores[2 * k].ok and scores[2 * k + 1].ok]
-    metrics = list(judge.metrics)
+    return scores
+
+
+def compare_scored(metrics: list[str], held: list[dict], replies_a: list[str], replies_b: list[str],
+                   scores_a: list, scores_b: list, seed: int) -> dict:
+    """B vs A on the same contexts: per metric (and their mean) the paired difference with a
+    dialogue-bootstrap CI, the length difference, and the length-controlled difference (the
+    intercept of the paired difference regressed on the word-count difference)."""
+    both = [k for k in range(len(held)) if scores_a[k].ok and scores_b[k].ok]
     dialogs = [held[k]["dialog_id"] for k in both]
     values = {}
-    for m in metrics + ["mean"]:
+    for m in list(metrics) + ["mean"]:
         def get(sc):
             return float(np.mean([sc.scores[x] for x in metrics])) if m == "mean" else float(sc.scores[m])
-        values[m] = (np.array([get(scores[2 * k]) for k in both]), np.array([get(scores[2 * k + 1]) for k in both]))
-    words_ecr = np.array([len(r_ecr[k].split()) for k in both], float)
-    words_rl = np.array([len(r_rl[k].split()) for k in both], float)
-    out = {"judge": judge.describe(), "key": judge.key,
-           "n_contexts": len(held), "n_judged": len(both), "n_failed": len(held) - len(both),
-           "stats": judge.stats(), "seed": seed,
-           "paired": paired_comparison(dialogs, values, seed=seed) if both else {},
-           "length_words": paired_comparison(dialogs, {"words": (words_ecr, words_rl)}, seed=seed)["words"]
-           if both else {},
-           "length_controlled": {m: length_controlled_delta(dialogs, b - a, words_rl - words_ecr, seed)
-                                 for m, (a, b) in values.items()} if both else {}}
-    return out
+        values[m] = (np.array([get(scores_a[k]) for k in both]), np.array([get(scores_b[k]) for k in both]))
+    words_a = np.array([len(replies_a[k].split()) for k in both], float)
+    words_b = np.array([len(replies_b[k].split()) for k in both], float)
+    return {"n_contexts": len(held), "n_judged": len(both), "n_failed": len(held) - len(both), "seed": seed,
+            "paired": paired_comparison(dialogs, values, seed=seed) if both else {},
+            "length_words": paired_comparison(dialogs, {"words": (words_a, words_b)}, seed=seed)["words"]
+            if both else {},
+            "length_controlled": {m: length_controlled_delta(dialogs, b - a, words_b - words_a, seed)
+                                  for m, (a, b) in values.items()} if both else {}}
+
+
+def study_comparison(judge, held: list[dict], replies: dict[str, list[str]], seeds: list[int], arms: list[str],
+                     primary: str, seed: int, progress: bool = False) -> dict:
+    """Every policy's replies (``rl``, ``rl_s<k>``, ``control_s<k>``) against ECR's, and each
+    seed's RL policy against its control, judged by the evaluation judge on the same held-out
+    contexts. ``verdict``: an improvement is claimed only when, for every seed, RL beats its
+    control on ``primary`` with the paired CI and the length-controlled CI both above 0."""
+    metrics = list(judge.metrics)
+    scores = {name: judge_replies(judge, held, r, name, progress) for name, r in replies.items()}
+    comparisons = {}
+    for name in replies:
+        if name != "ecr":
+            comparisons[f"{name} vs ecr"] = compare_scored(metrics, held, replies["ecr"], replies[name],
+                                                           scores["ecr"], scores[name], seed)
+    controlled = []
+    if "control" in arms:
+        for s in seeds:
+            a, b = arm_name("control", s, seeds), arm_name("rl", s, seeds)
+            key = f"{b} vs {a}"
+            comparisons[key] = compare_scored(metrics, held, replies[a], replies[b], scores[a], scores[b], seed)
+            controlled.append(key)
+    def value(sc):  # the primary metric, or the mean of the judge's metrics when it has no such one
+        return sc.scores[primary] if primary in sc.scores else float(np.mean(list(sc.scores.values())))
+    means = {name: float(np.mean([value(sc) for sc in s if sc.ok])) if any(sc.ok for sc in s) else None
+             for name, s in scores.items()}
+    lengths = {name: float(np.mean([len(r.split()) for r in rs])) for name, rs in replies.items()}
+    if not controlled:
+        verdict = {"improvement": False, "why": "no control run (rl_stage.study.control is off)"}
+    elif primary not in metrics:
+        verdict = {"improvement": False, "why": f"the evaluation judge does not score {primary!r}"}
+    else:
+        checks = {key: {"paired_ci_low": comparisons[key]["paired"].get(primary, {}).get("ci_low"),
+                        "length_controlled_ci_low": comparisons[key]["length_controlled"].get(primary, {})
+                        .get("ci_low")} for key in controlled}
+        ok = all(v is not None and v > 0 for c in checks.values() for v in c.values())
+        verdict = {"improvement": ok, "metric": primary, "checks": checks,
+                   "why": "every seed beats its control, raw and at equal length" if ok else
+                   "not every seed beats its control with both CIs above 0"}
+    return {"judge": judge.describe(), "key": judge.key, "primary_metric": primary, "n_contexts": len(held),
+            "mean_score": means, "mean_words": lengths, "comparisons": comparisons, "verdict": verdict,
+            "stats": judge.stats()}
 
 
 def length_controlled_delta(dialogs: list[str], delta: np.ndarray, length_delta: np.ndarray, seed: int,

@@ -68,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "temperature": 1.0,
     "top_p": 1.0,
     "loss_type": None,          # GRPO only; None: TRL's default
+    "scale_rewards": None,      # GRPO only: "group", "batch" or "none"; None: TRL's default ("group")
     "max_grad_norm": 1.0,
     "seed": 42,
     # guards
@@ -114,6 +115,8 @@ def resolve_config(cfg: dict) -> dict:
         raise UserError(f"rl: on_guard must be 'raise' or 'return', got {c['on_guard']!r}")
     if c["max_kl"] is not None and not float(c["max_kl"]) > 0:
         raise UserError(f"rl: max_kl must be > 0 or null, got {c['max_kl']}")
+    if c["scale_rewards"] not in (None, "group", "batch", "none"):
+        raise UserError(f"rl: scale_rewards must be 'group', 'batch', 'none' or null, got {c['scale_rewards']!r}")
     c["min_reward_std"] = float(c["min_reward_std"] or 0.0)
     return c
 
@@ -391,6 +394,8 @@ def _make_trainer(c, model_path, tokenizer, reward_func, dataset, work_dir, guar
         from trl import GRPOConfig as config_cls, GRPOTrainer as cls
         if c["loss_type"]:
             common["loss_type"] = c["loss_type"]
+        if c["scale_rewards"] is not None:
+            common["scale_rewards"] = c["scale_rewards"]
     else:
         from trl import RLOOConfig as config_cls, RLOOTrainer as cls
     # no activation (gradient) checkpointing: TRL turns it on by default; transformers 5 renamed it

@@ -32,11 +32,11 @@ from crsbench_plugins.judges.prompts import answer_text, plain_prompt_parts
 
 OPTIONS = {"base_url", "model", "model_id", "api_key_env", "timeout", "max_retries", "backoff", "max_backoff",
            "concurrency", "temperature", "max_tokens", "json_mode", "max_context_turns", "max_turn_chars",
-           "method", "top_logprobs", "digit_tokens", "retry_bad_body"}
+           "method", "top_logprobs", "digit_tokens", "retry_bad_body", "deadline", "max_response_bytes"}
 DEFAULTS = {"base_url": "https://api.openai.com/v1", "api_key_env": "OPENAI_API_KEY", "timeout": 60.0,
             "max_retries": 4, "backoff": 1.0, "max_backoff": 30.0, "concurrency": 4, "temperature": 0.0,
             "max_tokens": 200, "json_mode": False, "method": "json-all-metrics", "top_logprobs": 20,
-            "digit_tokens": "plain", "retry_bad_body": False}
+            "digit_tokens": "plain", "retry_bad_body": False, "deadline": None, "max_response_bytes": 8 << 20}
 ERROR_BODY_CHARS = 300
 
 
@@ -165,6 +165,86 @@ def _top_logprobs(choice: dict) -> dict[str, float]:
     raise ValueError(f"no top logprobs in the completion: {json.dumps(logprobs)[:ERROR_BODY_CHARS]}")
 
 
+# -- bounded requests ---------------------------------------------------------------------------
+class _TooLarge(Exception):
+    """The server sent more than ``max_response_bytes``."""
+
+
+class _Watchdog:
+    """A total deadline for one HTTP attempt. ``timeout`` bounds each socket read, so a server
+    that sends a byte every second would otherwise hold a request for ever; when the deadline
+    passes, the watchdog shuts the connection's socket down, which ends whatever read is
+    blocked, and the attempt fails as a timeout."""
+
+    def __init__(self, seconds: float):
+        import threading
+
+        self.fired = False
+        self._sock = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def attach(self, sock) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.fired:
+                self._shutdown()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _opener(watchdog: _Watchdog):
+    """A urllib opener (proxies and redirects as usual) whose connections report their socket
+    to ``watchdog``."""
+    def watched(base):
+        class Connection(base):
+            def connect(self):
+                super().connect()
+                watchdog.attach(self.sock)
+        return Connection
+
+    class Handler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(watched(http.client.HTTPConnection), req)
+
+    class SecureHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(watched(http.client.HTTPSConnection), req, context=self._context)
+
+    return urllib.request.build_opener(Handler(), SecureHandler())
+
+
+def _read_capped(response, limit: int) -> bytes:
+    """The response body, or _TooLarge as soon as it passes ``limit`` bytes (never read whole)."""
+    declared = response.headers.get("Content-Length") if response.headers else None
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(f"the response is {int(declared)} bytes, more than max_response_bytes={limit}")
+    chunks, total = [], 0
+    while True:
+        chunk = response.read(min(65536, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > limit:
+            raise _TooLarge(f"the response is larger than max_response_bytes={limit}")
+        chunks.append(chunk)
+
+
 # -- the judge --------------------------------------------------------------------------------
 METHODS = ("json-all-metrics", "digit-expectation")
 DIGIT_TOKENS = ("plain", "spaced")
@@ -190,7 +270,9 @@ class OpenAIJudge(Judge):
     request goes to ``<base_url>/chat/completions``, or ``<base_url>/completions`` for the
     digit method), ``api_key_env`` (the *name* of the environment variable holding the key,
     default ``OPENAI_API_KEY``; unset = no Authorization header, for local servers),
-    ``timeout`` (seconds per request, 60), ``max_retries`` (4), ``backoff`` (first delay in
+    ``timeout`` (seconds any one socket read may wait, 60), ``deadline`` (seconds one attempt
+    may take in all, however the server drips its answer; default twice ``timeout``),
+    ``max_response_bytes`` (a larger answer fails the pair without retry, 8 MiB), ``max_retries`` (4), ``backoff`` (first delay in
     seconds, doubled each retry, 1.0), ``max_backoff`` (30), ``retry_bad_body`` (also retry a
     200 whose body is not JSON or has no choices; false), ``concurrency`` (pairs in flight,
     4), ``temperature`` (0), ``max_tokens`` (200, json method), ``json_mode`` (send
@@ -227,10 +309,14 @@ class OpenAIJudge(Judge):
             self.temperature = float(cfg["temperature"])
             self.max_tokens = int(cfg["max_tokens"])
             self.top_logprobs = int(cfg["top_logprobs"])
+            self.deadline = 2 * self.timeout if cfg["deadline"] is None else float(cfg["deadline"])
+            self.max_response_bytes = int(cfg["max_response_bytes"])
         except (TypeError, ValueError) as exc:
             raise UserError(f"judge {self.name!r}: bad option value: {exc}") from exc
         if self.timeout <= 0 or self.max_retries < 0 or self.backoff < 0 or self.concurrency < 1:
             raise UserError(f"judge {self.name!r}: need timeout > 0, max_retries >= 0, backoff >= 0, concurrency >= 1")
+        if not self.deadline > 0 or self.max_response_bytes < 1:
+            raise UserError(f"judge {self.name!r}: need deadline > 0 and max_response_bytes >= 1")
         if self.top_logprobs < 1:
             raise UserError(f"judge {self.name!r}: top_logprobs must be >= 1")
         self.json_mode = bool(cfg["json_mode"])
@@ -285,15 +371,19 @@ class OpenAIJudge(Judge):
                 "logprobs": self.top_logprobs, "echo": False}
 
     def _post_once(self, data: bytes) -> dict:
-        """The first choice of one attempt's completion, or _Retryable / _Fatal / _BadBody."""
+        """The first choice of one attempt's completion, or _Retryable / _Fatal / _BadBody. The
+        attempt, error body included, ends by ``deadline`` (see :class:`_Watchdog`)."""
         request = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
         self.count("requests")
+        watchdog = _Watchdog(self.deadline)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
+            with _opener(watchdog).open(request, timeout=self.timeout) as response:
+                raw = _read_capped(response, self.max_response_bytes)
+        except _TooLarge as exc:
+            raise _Fatal(str(exc)) from None
         except urllib.error.HTTPError as exc:
             try:
-                detail = exc.read().decode("utf-8", "replace")[:ERROR_BODY_CHARS]
+                detail = exc.read(ERROR_BODY_CHARS * 4).decode("utf-8", "replace")[:ERROR_BODY_CHARS]
             except Exception:  # the error body itself may time out
                 detail = ""
             message = f"HTTP {exc.code} {exc.reason}: {detail}".strip().rstrip(":")
@@ -303,17 +393,25 @@ class OpenAIJudge(Judge):
                 error.retry_after = retry_after  # type: ignore[attr-defined]
                 raise error from None
             raise _Fatal(message) from None
-        except urllib.error.URLError as exc:
-            reason = exc.reason
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            if watchdog.fired:
+                self.count("timeouts")
+                raise _Retryable(f"no complete answer within the {self.deadline:g}s deadline") from None
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             if isinstance(reason, (TimeoutError, socket.timeout)):
                 self.count("timeouts")
                 raise _Retryable(f"timed out after {self.timeout:g}s") from None
-            raise _Retryable(f"connection failed: {reason}") from None
-        except (TimeoutError, socket.timeout):
-            self.count("timeouts")
-            raise _Retryable(f"timed out after {self.timeout:g}s") from None
-        except (http.client.HTTPException, ConnectionError, OSError) as exc:
+            if isinstance(exc, urllib.error.URLError):
+                raise _Retryable(f"connection failed: {reason}") from None
             raise _Retryable(f"connection failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            watchdog.cancel()
+        if watchdog.fired:  # the shutdown may end a read as a short, apparently complete body
+            self.count("timeouts")
+            raise _Retryable(f"no complete answer within the {self.deadline:g}s deadline")
+        return self._choice(raw)
+
+    def _choice(self, raw: bytes) -> dict:
         kind = "completion" if self.method == "digit-expectation" else "chat completion"
         try:
             payload = json.loads(raw.decode("utf-8"))

@@ -1,5 +1,8 @@
 """Built-in judges: ``local`` (alias ``transformers``), ``smollm2`` (the offline default),
-``openai`` (alias ``http``) and ``mean``; and the ``ecr-subjective-v1`` rubric.
+``openai`` (alias ``http``), ``mean``, the learned ``minilm-human``, ``minilm-contrast``,
+``minilm-human-a`` and ``minilm-human-b``;
+the ``ecr-subjective-v1``, ``crsarena-turn-v1`` and ``crsarena-dialogue-v1`` rubrics; and the
+``crsarena-eval`` judge benchmark.
 
 Registering imports only the standard library and ``crsbench.judge``: torch and
 transformers load when a local judge first scores (tests/test_judges.py checks this).
@@ -15,6 +18,10 @@ def register_judges(register):
 
     for judge_class in (LocalJudge, TransformersJudge, SmolLM2Judge, OpenAIJudge, HTTPJudge, MeanJudge):
         register(judge_class)
+    from crsbench_plugins.judges.learned import JUDGES  # minilm-human(-a/-b), minilm-contrast (stdlib at import)
+
+    for judge_class in JUDGES:
+        register(judge_class)
 
 
 @hookimpl
@@ -23,6 +30,14 @@ def register_rubrics(register):
 
     for rubric in RUBRICS:
         register(rubric)
+
+
+@hookimpl
+def register_judge_benchmarks(register):
+    """CRSArena-Eval: people's ratings of CRS turns and dialogues (``crsbench judge validate``)."""
+    from crsbench_plugins.judges.crsarena import _benchmark
+
+    register(_benchmark())
 
 
 @hookimpl

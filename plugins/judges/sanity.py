@@ -120,6 +120,9 @@ def main(argv=None) -> int:
             options[key] = json.loads(value)
         except ValueError:
             options[key] = value
+    from crsbench.runner import lookup
+
+    options.setdefault("rubric", getattr(lookup("tasks", args.task).obj, "default_rubric", None))  # the task's
     start = time.perf_counter()
     judge = get_registry().judges()[args.judge].obj(**options)
     samples = load_samples(args.n, task=args.task)

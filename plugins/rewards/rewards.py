@@ -310,6 +310,58 @@ class CriticReward(Reward):
         return [float(v) for v in values]
 
 
-ALL_REWARDS = (BleuReward, DistinctReward, RecHitReward, EmotionReward, LengthReward, CriticReward)
+# -- judge ---------------------------------------------------------------------------------
+class JudgeReward(Reward):
+    """A registered judge's score of (context, response), scaled from 0-9 to [0, 1].
+
+    Options: ``judge`` (a judge name or a spec ``{"name": ..., **options}``, required),
+    ``rubric`` (a registered rubric name; default the judge's own), ``metric`` (one of the
+    rubric's metrics, or ``"mean"`` of them; default ``"mean"``). A pair the judge fails on
+    raises: a reward with holes would train on made-up zeros. Use a cheap judge (a learned
+    one): it is called on every completion of every RL step."""
+
+    name = "judge"
+    description = "A judge's score of (context, response) for one rubric metric or their mean, in [0, 1]."
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        _unknown_options(self, {"judge", "rubric", "metric"})
+        if not options.get("judge"):
+            raise UserError("reward 'judge' needs option judge (a judge name or {name: ..., **options})")
+        self.metric = options.get("metric", "mean")
+        self._judge = None
+
+    @property
+    def judge(self):
+        if self._judge is None:
+            from crsbench.judge_eval import make_judge
+
+            spec = self.options["judge"]
+            spec = dict(spec) if isinstance(spec, dict) else {"name": spec}
+            if self.options.get("rubric"):
+                spec["rubric"] = self.options["rubric"]
+            self._judge = make_judge(spec, cache=False)
+            if self.metric != "mean" and self.metric not in self._judge.metrics:
+                raise UserError(f"reward 'judge': metric {self.metric!r} is not one of the judge's "
+                                f"({', '.join(self._judge.metrics)})")
+        return self._judge
+
+    def score(self, samples, responses):
+        from crsbench.judge import JudgeInput
+
+        _check_lengths(self, samples, responses)
+        judge = self.judge
+        items = [JudgeInput(list(s.get("context") or []), str(r), list(s.get("context_roles") or []) or None)
+                 for s, r in zip(samples, responses)]
+        out = []
+        for item, sc in zip(items, judge.score(items)):
+            if not sc.ok:
+                raise ValueError(f"reward 'judge': {judge.key} failed on a pair: {sc.error}")
+            values = sc.scores.values() if self.metric == "mean" else [sc.scores[self.metric]]
+            out.append(float(np.mean(list(values))) / 9.0)
+        return out
+
+
+ALL_REWARDS = (BleuReward, DistinctReward, RecHitReward, EmotionReward, LengthReward, CriticReward, JudgeReward)
 
 __all__ = [cls.__name__ for cls in ALL_REWARDS] + ["ALL_REWARDS", "bare_title"]

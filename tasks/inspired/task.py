@@ -10,12 +10,12 @@ Preprocessing takes about a second, so the splits are rebuilt on every load (no 
 from __future__ import annotations
 
 import gzip
-import hashlib
 from functools import cached_property
 from pathlib import Path
 
 from crsbench.errors import DataError
-from crsbench.task import Task, TaskData
+from crsbench.results import file_sha256
+from crsbench.task import Task, TaskData, combined_sha256
 from crsbench_tasks.inspired import preprocess
 from crsbench_tasks.inspired.kg import DATA_DIR, KG_FILES, load_kg
 
@@ -30,10 +30,6 @@ def _read_text(path: Path) -> str:
             return f.read()
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class InspiredTask(Task):
@@ -55,14 +51,13 @@ class InspiredTask(Task):
     # -- provenance -------------------------------------------------------------------------
     @cached_property
     def file_hashes(self) -> dict[str, str]:
-        hashes = {name: _sha256(DATA_DIR / name) for name in SPLIT_FILES.values()}
-        hashes.update({f"kg/{name}": _sha256(DATA_DIR / name) for name in KG_FILES})
+        hashes = {name: file_sha256(DATA_DIR / name) for name in SPLIT_FILES.values()}
+        hashes.update({f"kg/{name}": file_sha256(DATA_DIR / name) for name in KG_FILES})
         return hashes
 
     @cached_property
     def data_sha256(self) -> str:
-        joined = "\n".join(f"{name} {digest}" for name, digest in sorted(self.file_hashes.items()))
-        return hashlib.sha256(joined.encode()).hexdigest()
+        return combined_sha256(self.file_hashes)
 
     def data_info(self) -> dict:
         # has_feedback is recorded here too, so a leaderboard built only from result files

@@ -21,8 +21,15 @@ _DISAMBIGUATION = re.compile(r"^(.*?)_\((.*)\)$")
 
 
 def read_json(name: str, data_dir: Path = DATA_DIR):
-    with gzip.open(data_dir / f"{name}.gz", "rt", encoding="utf-8") as f:
-        return json.load(f)
+    path = Path(data_dir) / f"{name}.gz"
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:  # missing, truncated, not gzip, not JSON
+        from crsbench.errors import DataError
+
+        raise DataError(f"cannot read {path}: {exc} (a damaged or truncated file: restore it, e.g. from the "
+                        "package or the repository)") from None
 
 
 def local_name(uri: str) -> str:

@@ -74,8 +74,58 @@ def read_jsonl(text: str, source: str) -> list[dict]:
             raise DataError(f"{source}:{number}: not valid JSON ({exc.msg})") from None
         if not isinstance(record, dict):
             raise DataError(f"{source}:{number}: not a JSON object (one dialogue per line)")
+        check_dialog(record, f"{source}:{number}")
         out.append(record)
     return out
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def check_dialog(dialog: dict, where: str) -> None:
+    """A raw ReDial dialogue has the official release's field types, or a DataError names the
+    line and the field (the preprocessing below relies on them)."""
+    def bad(field: str, value, expected: str):
+        raise DataError(f"{where}: {field} is {_kind(value)}, expected {expected} (the official ReDial format)")
+
+    cid = dialog.get("conversationId")
+    if "conversationId" not in dialog:
+        raise DataError(f"{where}: the dialogue has no 'conversationId'")
+    if isinstance(cid, bool) or not isinstance(cid, (str, int)):
+        bad("conversationId", cid, "a string or an integer")
+    messages = dialog.get("messages")
+    if not isinstance(messages, list):
+        bad("messages", messages, "a list of message objects")
+    for k, message in enumerate(messages):
+        if not isinstance(message, dict):
+            bad(f"messages[{k}]", message, "an object with 'text' and 'senderWorkerId'")
+        if not isinstance(message.get("text"), str):
+            bad(f"messages[{k}].text", message.get("text"), "a string")
+        sender = message.get("senderWorkerId")
+        if isinstance(sender, bool) or not isinstance(sender, (int, str)):
+            bad(f"messages[{k}].senderWorkerId", sender, "an integer or a string")
+    mentions = dialog.get("movieMentions")
+    if isinstance(mentions, dict):
+        for mid, title in mentions.items():
+            if title is not None and not isinstance(title, str):
+                bad(f"movieMentions[{mid!r}]", title, "a title string or null")
+    elif mentions not in (None, []):  # null or [] are read as no mentions
+        bad("movieMentions", mentions, "an object (movie id -> title)")
+    for field in ("initiatorQuestions", "respondentQuestions"):
+        questions = dialog.get(field)
+        if isinstance(questions, list) and not questions:
+            continue  # the release writes an empty questionnaire as []
+        if questions is not None and not isinstance(questions, dict):
+            bad(field, questions, "an object (movie id -> answers)")
+        for mid, answers in (questions or {}).items():
+            if not isinstance(answers, dict):
+                bad(f"{field}[{mid!r}]", answers, "an object of answers")
+            for key in ("suggested", "seen", "liked"):
+                value = answers.get(key)
+                if value is not None and (isinstance(value, bool) or value not in (0, 1, 2)):
+                    bad(f"{field}[{mid!r}].{key}", value, "0, 1 or 2")
 
 
 class MovieMapper:

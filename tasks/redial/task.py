@@ -21,7 +21,8 @@ from functools import cached_property
 from pathlib import Path
 
 from crsbench.errors import DataError
-from crsbench.task import Task, TaskData
+from crsbench.results import file_sha256
+from crsbench.task import Task, TaskData, combined_sha256
 from crsbench_tasks.redial import preprocess
 from crsbench_tasks.redial.kg import DATA_DIR, KnowledgeGraph
 
@@ -47,14 +48,6 @@ def _read_text(path: Path) -> str:
             return f.read()
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_root() -> Path:
@@ -93,13 +86,12 @@ class RedialTask(Task):
     @cached_property
     def file_hashes(self) -> dict[str, str]:
         files = [*self.train_files, self.test_file, self.movies_file, *(DATA_DIR / n for n in KG_FILES)]
-        return {f"{'kg/' if p.parent == DATA_DIR and p.name in KG_FILES else ''}{p.name}": _sha256(p)
+        return {f"{'kg/' if p.parent == DATA_DIR and p.name in KG_FILES else ''}{p.name}": file_sha256(p)
                 for p in files}
 
     @cached_property
     def data_sha256(self) -> str:
-        joined = "\n".join(f"{name} {digest}" for name, digest in sorted(self.file_hashes.items()))
-        return hashlib.sha256(joined.encode()).hexdigest()
+        return combined_sha256(self.file_hashes)
 
     def data_info(self) -> dict:
         return {"variant": self.variant, "sha256": self.data_sha256, "files": self.file_hashes,
@@ -126,6 +118,13 @@ class RedialTask(Task):
                 seen.add(cid)
                 splits[split_of(cid)].append(dialog)
         splits["test"] = preprocess.read_jsonl(_read_text(self.test_file), self.test_file.name)
+        first_line: dict[str, int] = {}
+        for number, dialog in enumerate(splits["test"], 1):  # a repeated test dialogue would be scored twice
+            cid = str(dialog.get("conversationId"))
+            if cid in first_line:
+                raise DataError(f"{self.test_file.name}: conversationId {cid} appears twice (dialogues "
+                                f"{first_line[cid]} and {number}); each test dialogue must appear once")
+            first_line[cid] = number
         return splits
 
     def load(self, limit: int | None = None) -> TaskData:
@@ -153,8 +152,14 @@ class RedialTask(Task):
 
         dialogs = self._dialogs()
         res = preprocess.make_resources(self.kg, self.movie_names)
-        splits = {name: datasets.Dataset.from_list(preprocess.process_dialogs(d, res), features=_features())
-                  for name, d in dialogs.items()}
+        samples = {name: preprocess.process_dialogs(d, res) for name, d in dialogs.items()}
+        for name, rows in samples.items():
+            if not rows:  # (an empty datasets.Dataset cannot even be built)
+                source = self.test_file if name == "test" else ", ".join(str(p) for p in self.train_files)
+                rule = "" if name == "test" else f"; train and valid are split by: {VALID_RULE}"
+                raise DataError(f"{source}: no {name} samples ({len(dialogs[name])} {name} dialogues, none with a "
+                                f"recommender turn; at least one is needed){rule}")
+        splits = {name: datasets.Dataset.from_list(rows, features=_features()) for name, rows in samples.items()}
         self._n_dialogs = {name: len(d) for name, d in dialogs.items()}
         tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
         try:
