@@ -138,7 +138,7 @@ def test_paper_profile_code_path_with_tiny_local_models(model, tmp_path):
     assert result["model"]["profile"] == "paper"
     assert result["model"]["config"]["lm"]["backbone"] == str(gpt_dir)
     assert result["model"]["config"]["stage2"]["lr"] == 1e-4  # the paper's hyperparameters stay
-    assert result["model"]["config"]["stage2"]["warmup_steps"] == 530
+    assert result["model"]["config"]["stage2"]["warmup"] == (0.2 if model == "unicrs" else 0.4)  # official warm-ups as fractions
     lm = result["extra"]["stages"]["lm"]
     assert lm["backbone"] == str(gpt_dir) and lm["trained"] is False  # a given LM is used frozen as it is
     assert "standard/recall@50" in metrics and "generation/bleu-1" in metrics

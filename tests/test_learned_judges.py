@@ -260,3 +260,19 @@ def test_the_two_half_judges_are_distinct_judges():
     a, b = MiniLMHumanAJudge(), MiniLMHumanBJudge()
     assert a.judge_id != b.judge_id != MiniLMHumanJudge().judge_id
     assert a.settings()["training_data"]["part"] == "a" and b.settings()["training_data"]["part"] == "b"
+
+
+def test_validation_records_ship_with_the_judges_package():
+    """An installed crsbench (no checkout, no leaderboards/) still finds the learned judges'
+    records, so ECR-RL's validity gate passes outside the repository: the package copies equal
+    the published ones."""
+    from pathlib import Path
+
+    import crsbench_plugins.judges as judges_pkg
+
+    shipped = Path(judges_pkg.__file__).parent / "data" / "validation"
+    published = Path(__file__).resolve().parent.parent / "leaderboards" / "results" / "judges"
+    names = sorted(p.name for p in published.glob("minilm-*.json"))
+    assert names and names == sorted(p.name for p in shipped.glob("*.json"))
+    for name in names:
+        assert (shipped / name).read_bytes() == (published / name).read_bytes(), name

@@ -394,8 +394,9 @@ def study_comparison(judge, held: list[dict], replies: dict[str, list[str]], see
                      primary: str, seed: int, progress: bool = False) -> dict:
     """Every policy's replies (``rl``, ``rl_s<k>``, ``control_s<k>``) against ECR's, and each
     seed's RL policy against its control, judged by the evaluation judge on the same held-out
-    contexts. ``verdict``: an improvement is claimed only when, for every seed, RL beats its
-    control on ``primary`` with the paired CI and the length-controlled CI both above 0."""
+    contexts. ``verdict``: an improvement is claimed only when, for every seed, the RL policy
+    beats both ECR and its control on ``primary`` with the paired CI and the length-controlled
+    CI all above 0 (a control that got worse than ECR alone does not make RL an improvement)."""
     metrics = list(judge.metrics)
     scores = {name: judge_replies(judge, held, r, name, progress) for name, r in replies.items()}
     comparisons = {}
@@ -409,7 +410,7 @@ def study_comparison(judge, held: list[dict], replies: dict[str, list[str]], see
             a, b = arm_name("control", s, seeds), arm_name("rl", s, seeds)
             key = f"{b} vs {a}"
             comparisons[key] = compare_scored(metrics, held, replies[a], replies[b], scores[a], scores[b], seed)
-            controlled.append(key)
+            controlled += [key, f"{b} vs ecr"]
     def value(sc):  # the primary metric, or the mean of the judge's metrics when it has no such one
         return sc.scores[primary] if primary in sc.scores else float(np.mean(list(sc.scores.values())))
     means = {name: float(np.mean([value(sc) for sc in s if sc.ok])) if any(sc.ok for sc in s) else None
@@ -425,8 +426,8 @@ def study_comparison(judge, held: list[dict], replies: dict[str, list[str]], see
                         .get("ci_low")} for key in controlled}
         ok = all(v is not None and v > 0 for c in checks.values() for v in c.values())
         verdict = {"improvement": ok, "metric": primary, "checks": checks,
-                   "why": "every seed beats its control, raw and at equal length" if ok else
-                   "not every seed beats its control with both CIs above 0"}
+                   "why": "every seed beats ECR and its control, raw and at equal length" if ok else
+                   "not every seed beats both ECR and its control with both CIs above 0"}
     return {"judge": judge.describe(), "key": judge.key, "primary_metric": primary, "n_contexts": len(held),
             "mean_score": means, "mean_words": lengths, "comparisons": comparisons, "verdict": verdict,
             "stats": judge.stats()}

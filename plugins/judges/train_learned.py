@@ -206,6 +206,11 @@ def publish(records: list[dict], root: str | Path) -> list[Path]:
     from crsbench.judge_validation import RESULTS_SUBDIR, record_filename, write_validation
 
     paths = [write_validation(r, Path(root) / RESULTS_SUBDIR / record_filename(r)) for r in records]
+    # the same bytes in the package, so an installed crsbench (no leaderboards/) finds them
+    shipped = Path(__file__).resolve().parent / "data" / "validation"
+    for path in paths:
+        shipped.mkdir(parents=True, exist_ok=True)
+        (shipped / path.name).write_bytes(path.read_bytes())
     leaderboard.write(root)
     return paths
 
