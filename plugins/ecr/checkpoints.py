@@ -77,3 +77,29 @@ def mark_done(stage_dir: Path, summary: dict) -> None:
 def read_done(stage_dir: Path) -> dict | None:
     path = stage_dir / DONE
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def reuse_rl_twin(cfg: dict, context) -> str | None:
+    """Copy the ECR stage checkpoints of a matching ``crsbench run ecr-rl`` (same ECR
+    configuration, task, data and seed) into this ``ecr`` run, so that running ``ecr`` after
+    the main job only predicts. The RL policies (``checkpoints/rl``) are not copied: the
+    stages there are ECR's own, trained before RL."""
+    import logging
+
+    from crsbench.runs import twin_run
+
+    mine = Path(context.checkpoint_dir)
+    if (mine / "stage2_recommendation" / DONE).exists():
+        return None
+    wanted = json.loads(json.dumps(cfg))  # as config.json stores it (tuples are lists)
+
+    def same_ecr(config: dict) -> bool:
+        other = {k: v for k, v in (config.get("model_config") or {}).items() if k != "rl_stage"}
+        return other == wanted and config.get("seed") == context.seed
+
+    other = twin_run(context.run_dir, "ecr", "ecr-rl", same_ecr)
+    if other is None or not (other / "checkpoints" / "responses" / "done").exists():
+        return None
+    shutil.copytree(other / "checkpoints", mine, dirs_exist_ok=True, ignore=shutil.ignore_patterns("rl"))
+    logging.getLogger(__name__).info("reusing the ECR checkpoints of %s", other)
+    return str(other)

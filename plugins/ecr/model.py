@@ -27,10 +27,11 @@ def require_sample_key(data, key: str, model: str, why: str) -> None:
 
 class ECRModel(Model):
     name = "ecr"
+    # 3.1: the cpu profile keeps the stage-2 epoch with the best validation R@50.
     # 3.0: recommendation reads the context alone (no reply template, as the official commands),
     # the epoch kept by validation loss, stage 1 on every turn, schedules as fractions, the KG's
     # self loops, the turn separator, deterministic kernels. 2.1: stage 3 writes the whole reply
-    version = "3.0"
+    version = "3.1"
     description = "ECR (Zhang et al., RecSys 2024): emotion-aware CRS, full training pipeline"
     generates = True
     profiles = ECR_PROFILES
@@ -48,6 +49,10 @@ class ECRModel(Model):
         require_kg(data, self.name)  # before any training: one Error line on a task without a graph
         started = time.perf_counter()
         self.switches = switches(self.config)
+        if self.name == "ecr":  # the main job (ecr-rl) trained these stages already: reuse them
+            from crsbench_plugins.ecr.checkpoints import reuse_rl_twin
+
+            self.reused_rl_twin = reuse_rl_twin(self.config, self.context)
         if self.switches["local_emotion"]:
             require_sample_key(data, "context_entity_turns", self.name, "local emotion-aware entities")
         self.state = pipeline.train_all(self.config, self.switches, data, self.context)
@@ -65,11 +70,12 @@ class ECRModel(Model):
 
     def result_extra(self) -> dict:
         return {"stages": self.state.summaries, "stage_seconds": {k: round(v, 2) for k, v in self.state.timings.items()},
-                "stage_peak_rss_mb": dict(self.state.peak_rss_mb), "switches": self.switches}
+                "stage_peak_rss_mb": dict(self.state.peak_rss_mb), "switches": self.switches,
+                **({"reused_ecr_rl_run": self.reused_rl_twin} if getattr(self, "reused_rl_twin", None) else {})}
 
 
 class UniCRSModel(ECRModel):
     name = "unicrs"
     description = "UniCRS (Wang et al., KDD 2022): KG prompts for a frozen LM (ECR with every emotion component off)"
-    version = "3.0"  # ECR 3.0's recommender changes (stage 3 is off for UniCRS)
+    version = "3.1"  # ECR 3.1's recommender changes (stage 3 is off for UniCRS)
     profiles = unicrs_profiles()
