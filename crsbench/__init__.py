@@ -10,8 +10,7 @@ from crsbench.task import Task, TaskData
 from crsbench.kg import KnowledgeGraph
 from crsbench.metrics.base import MeanMetric, Metric, Units
 from crsbench.reward import Reward
-
-__version__ = "0.1.0"
+from crsbench.version import __version__
 
 __all__ = [
     "hookimpl", "Model", "RunContext", "Task", "TaskData", "KnowledgeGraph", "Metric", "MeanMetric", "Units",

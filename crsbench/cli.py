@@ -137,7 +137,7 @@ def task_group():
 def task_check(task_name, data_dir):
     """Check a task's data: sample keys and types, targets in the catalogue, graph ids in range,
     duplicate dialogues, split overlap. Exit 0 when clean, 1 with the findings listed."""
-    from crsbench.runner import lookup
+    from crsbench.plugins import lookup
     from crsbench.task import resolve_data_dir
     from crsbench.task_check import check_data, summary
 
@@ -190,7 +190,7 @@ def plugins():
 
 
 def _attach_plugin_commands() -> None:
-    from crsbench.judge_validation import judge_group
+    from crsbench.judge_commands import judge_group
     from crsbench.leaderboard import leaderboard_group
 
     cli.add_command(leaderboard_group, name="leaderboard")

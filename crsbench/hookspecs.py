@@ -49,3 +49,10 @@ def register_rubrics(register):
 def register_judge_benchmarks(register):
     """Register judge benchmarks (``crsbench.judge_validation.JudgeBenchmark`` instances):
     human ratings that ``crsbench judge validate`` measures judges against."""
+
+
+@hookspec
+def register_report_sections(register):
+    """Register report sections for ``crsbench report``: ``register(section)``, where
+    ``section(results, labels)`` gets the loaded result dicts of the reported runs (and each
+    run's label) and returns a list of report blocks, or None to add nothing."""

@@ -16,10 +16,23 @@ from crsbench.errors import UserError
 log = logging.getLogger("crsbench")
 
 
+def parse_judge_options(items) -> dict:
+    """``("threads=1", "model=x")`` -> ``{"threads": 1, "model": "x"}``."""
+    from crsbench.config import parse_value
+
+    out = {}
+    for item in items or ():
+        if "=" not in item:
+            raise UserError(f"--judge-option expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        out[key.strip()] = parse_value(raw)
+    return out
+
+
 def make_judge(name, options: dict | None = None, cache: bool = True):
     """A registered judge by name (or ``{"name": ..., **options}``), wrapped in the score cache."""
     from crsbench.judge import CachedJudge
-    from crsbench.runner import lookup
+    from crsbench.plugins import lookup
 
     if isinstance(name, dict):
         options = {**{k: v for k, v in name.items() if k != "name"}, **(options or {})}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from crsbench.judge_validation import load_records
-from crsbench.leaderboard import MD_MARKER, MISSING, SHA_CHARS, _csv_text
+from crsbench.leaderboard_format import MD_MARKER, MISSING, SHA_CHARS, csv_text
 
 MD_NAME, CSV_NAME = "judges.md", "judges.csv"
 BELOW = "▼"
@@ -189,4 +189,4 @@ def build_judges(root: Path | str) -> dict[Path, str]:
     records = load_records(root)
     if not records:
         return {}
-    return {root / MD_NAME: _markdown(records), root / CSV_NAME: _csv_text(_csv_lines(records))}
+    return {root / MD_NAME: _markdown(records), root / CSV_NAME: csv_text(_csv_lines(records))}

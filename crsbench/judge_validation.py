@@ -317,7 +317,7 @@ def make_record(*, benchmark: JudgeBenchmark, data: BenchmarkData, half: str, ju
     return record
 
 
-def _published(benchmark: JudgeBenchmark, half: str, aspects: Sequence[str]) -> dict:
+def published_agreement(benchmark: JudgeBenchmark, half: str, aspects: Sequence[str]) -> dict:
     table = (benchmark.published(None) or {}).get(half) or {}
     return {name: {a: v for a, v in rows.items() if a in aspects} for name, rows in table.items()}
 
@@ -365,7 +365,7 @@ def validate_judge(judge_name: str, options: dict | None = None, *, benchmark: J
                             f"{', '.join(_halves(units))}): scored here it would be in-sample; its held-out "
                             "validation record is written by its training command (docs/judges.md)")
         units = [u for u in units if u.half in halves]
-        predictions, failed = _score_units(judge, units, batch_size, progress, f"{level}s")
+        predictions, failed = score_units(judge, units, batch_size, progress, f"{level}s")
         for half in halves:
             mine = [u for u in units if u.half == half]
             judged, trivial = aspect_stats(mine, predictions, aspects, level, n_bootstrap, seed)
@@ -373,12 +373,12 @@ def validate_judge(judge_name: str, options: dict | None = None, *, benchmark: J
                 benchmark=benchmark, data=data, half=half, judge=judge.describe(), judge_id=judge.judge_id,
                 rubric=rubric, levels=[level], aspects=judged, trivial=trivial, limit=limit,
                 split=getattr(getattr(judge, "judge", judge), "validation_split", "all"),  # a learned judge's
-                n_bootstrap=n_bootstrap, seed=seed, published=_published(benchmark, half, aspects),
+                n_bootstrap=n_bootstrap, seed=seed, published=published_agreement(benchmark, half, aspects),
                 extra={"n_failed": sum(1 for u in mine if u.key in failed), "stats": judge.stats()}))
     return records
 
 
-def _score_units(judge, units: Sequence[Unit], batch_size: int, progress: bool, what: str):
+def score_units(judge, units: Sequence[Unit], batch_size: int, progress: bool, what: str):
     from tqdm.auto import tqdm
 
     predictions: dict = {}
@@ -434,7 +434,7 @@ def score_run(run_path: str, *, benchmark: JudgeBenchmark, name: str | None = No
         records.append(make_record(benchmark=benchmark, data=data, half=half, judge=judge, judge_id=judge["id"],
                                    rubric=rubric or "run-file", levels=levels, aspects=judged, trivial=trivial,
                                    split=split, n_bootstrap=n_bootstrap, seed=seed,
-                                   published=_published(benchmark, half, aspects)))
+                                   published=published_agreement(benchmark, half, aspects)))
     return records
 
 
@@ -553,7 +553,7 @@ def load_records(root: str | os.PathLike) -> list[dict]:
 
 
 # -- printing ----------------------------------------------------------------------------------
-def _fmt(value, ci=None) -> str:
+def format_estimate(value, ci=None) -> str:
     if value is None:
         return "n/a"
     text = f"{value:.3f}"
@@ -573,119 +573,12 @@ def summary_lines(record: dict) -> list[str]:
     for aspect, stats in record["aspects"].items():
         rows = [("judge", stats)] + [(name, per[aspect]) for name, per in record["trivial"].items() if aspect in per]
         for name, s in rows:
-            lines.append(f"  {aspect:<18} {name:<26} {_fmt(s.get('spearman'), s.get('spearman_ci')):<26} "
-                         f"{_fmt(s.get('within_system_spearman'), s.get('within_system_spearman_ci')):<26} "
-                         f"{_fmt(s.get('pearson')):<11} {s.get('n')}")
+            lines.append(f"  {aspect:<18} {name:<26} {format_estimate(s.get('spearman'), s.get('spearman_ci')):<26} "
+                         f"{format_estimate(s.get('within_system_spearman'), s.get('within_system_spearman_ci')):<26} "
+                         f"{format_estimate(s.get('pearson')):<11} {s.get('n')}")
         for name, per in (record.get("published") or {}).items():
             p = per.get(aspect) or {}
             if p.get("spearman") is not None:
-                lines.append(f"  {aspect:<18} {name + ' (published)':<26} {_fmt(p.get('spearman')):<26} "
-                             f"{'n/a':<26} {_fmt(p.get('pearson')):<11}")
+                lines.append(f"  {aspect:<18} {name + ' (published)':<26} {format_estimate(p.get('spearman')):<26} "
+                             f"{'n/a':<26} {format_estimate(p.get('pearson')):<11}")
     return lines
-
-
-# -- CLI ---------------------------------------------------------------------------------------
-def judge_group():
-    """The ``crsbench judge`` command group (built on demand: click only, nothing heavy)."""
-    import click
-
-    @click.group("judge")
-    def group():
-        """Measure judges against human ratings (judge benchmarks such as crsarena-eval)."""
-
-    common = [
-        click.option("--benchmark", default=None, help="Judge benchmark (default: the only registered one)."),
-        click.option("--data-dir", default=None, type=click.Path(),
-                     help="The complete official data file, or a directory holding it (default: the bundled data)."),
-        click.option("--output", default=None, type=click.Path(dir_okay=False),
-                     help="Also write the record(s) here (several halves or rubrics: __<rubric>__<half> is added)."),
-        click.option("--publish", is_flag=True,
-                     help="Write the record(s) to <root>/results/judges/ and rebuild the leaderboard tables."),
-        click.option("--root", default="leaderboards", show_default=True, type=click.Path(file_okay=False),
-                     help="Leaderboard directory for --publish."),
-        click.option("--n-bootstrap", default=1000, show_default=True, type=click.IntRange(0, None)),
-        click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2 ** 32 - 1),
-                     help="Seed of the bootstrap draws."),
-    ]
-
-    def with_common(fn):
-        for option in reversed(common):
-            fn = option(fn)
-        return fn
-
-    @group.command("validate")
-    @click.argument("judge")
-    @click.option("--judge-option", "judge_options", multiple=True, metavar="KEY=VALUE",
-                  help="Judge option (repeatable), e.g. chat_template=false.")
-    @click.option("--rubric", "rubrics", multiple=True,
-                  help="Only this rubric (repeatable; default: every level's rubric of the benchmark).")
-    @click.option("--limit", default=None, type=click.IntRange(1, None),
-                  help="Only N units of each level: whole conversations in a fixed pseudo-random order, "
-                       "so every system is sampled (a quick look; its records say so and rank below complete ones).")
-    @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, None))
-    @click.option("--no-progress", is_flag=True)
-    @with_common
-    def validate(judge, judge_options, rubrics, limit, batch_size, no_progress, benchmark, data_dir, output,
-                 publish, root, n_bootstrap, seed):
-        """Score every human-rated turn and dialogue with JUDGE; report its agreement with people."""
-        from crsbench.runner import parse_judge_options
-
-        bench = get_benchmark(benchmark)
-        _check_data_dir(data_dir)
-        options = parse_judge_options(judge_options)
-        if "rubric" in options:
-            raise UserError("the benchmark sets the judge's rubric per level; pick one with --rubric, "
-                            "not --judge-option rubric=...")
-        records = validate_judge(judge, options, benchmark=bench, rubrics=rubrics,
-                                 data_path=data_dir, limit=limit, n_bootstrap=n_bootstrap, seed=seed,
-                                 batch_size=batch_size, progress=not no_progress)
-        _emit(records, output, publish, root)
-
-    @group.command("score-run")
-    @click.argument("run_file", type=click.Path())
-    @click.option("--name", default=None, help="The evaluator's name in the record (default: the file's stem).")
-    @click.option("--judge-id", default=None,
-                  help="Record the predictions under this judge id (a learned judge's held-out predictions).")
-    @click.option("--rubric", default=None, help="With --judge-id: the judge's rubric; only its level is scored.")
-    @click.option("--split", default="all", show_default=True,
-                  help="How the predictions were made, e.g. 'grouped 5-fold CV by conversation' (held-out protocol).")
-    @with_common
-    def score_run_command(run_file, name, judge_id, rubric, split, benchmark, data_dir, output, publish, root,
-                          n_bootstrap, seed):
-        """Score RUN_FILE, predictions in the benchmark's run format (FACE's for crsarena-eval)."""
-        bench = get_benchmark(benchmark)
-        _check_data_dir(data_dir)
-        if not Path(run_file).is_file():
-            raise UserError(f"{run_file}: no such run file")
-        records = score_run(run_file, benchmark=bench, name=name, data_path=data_dir, n_bootstrap=n_bootstrap,
-                            seed=seed, judge_id=judge_id, rubric=rubric, split=split)
-        _emit(records, output, publish, root)
-
-    return group
-
-
-def _check_data_dir(data_dir):
-    if data_dir is not None and not Path(data_dir).exists():
-        raise UserError(f"--data-dir {data_dir}: no such file or directory")
-
-
-def _emit(records: list[dict], output, publish: bool, root) -> None:
-    import click
-
-    for record in records:
-        click.echo("\n".join(summary_lines(record)))
-        click.echo("")
-    if output:
-        for record in records:
-            path = Path(output)
-            if len(records) > 1:
-                path = path.with_name(f"{path.stem}__{safe_name(record['rubric'])}__"
-                                      f"{safe_name(record['data']['half'])}{path.suffix or '.json'}")
-            click.echo(f"wrote {write_validation(record, path)}")
-    if publish:
-        from crsbench import leaderboard
-
-        for record in records:
-            click.echo(f"published {write_validation(record, Path(root) / RESULTS_SUBDIR / record_filename(record))}")
-        leaderboard.write(root)
-        click.echo(f"tables rebuilt under {root}")

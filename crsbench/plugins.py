@@ -13,6 +13,7 @@ it (``PluginInfo.refused``), and that plugin's other registrations go ahead.
 """
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import os
 import traceback
@@ -22,6 +23,7 @@ from typing import Any
 import pluggy
 
 from crsbench import hookspecs
+from crsbench.errors import UserError
 
 ENTRY_POINT_GROUP = "crsbench"
 PLUGINS_ENV = "CRSBENCH_PLUGINS"
@@ -160,6 +162,7 @@ class PluginRegistry:
             out: dict[str, dict[str, Entry]] = {r: {} for r in REGISTRIES}
             for registry in REGISTRIES:
                 self._call_each(f"register_{registry}", out[registry], key=lambda o: getattr(o, "name", None))
+            out["report_sections"] = self._collect_report_sections()
             self._collected = out
         return self._collected
 
@@ -175,6 +178,17 @@ class PluginRegistry:
         entry = self.collected()[kind][name]
         self.used.setdefault(kind, set()).add(name)
         return entry
+
+    def get(self, kind: str, name: str) -> Entry:
+        """The registered ``kind`` (e.g. "tasks") called ``name``, recorded as used (see :meth:`use`),
+        or a UserError that lists the known names and suggests the closest."""
+        entries = getattr(self, kind)()
+        if name in entries:
+            return self.use(kind, name)  # recorded for the result's plugin provenance
+        close = difflib.get_close_matches(name, entries, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        known = ", ".join(sorted(entries)) or "none"
+        raise UserError(f"unknown {kind[:-1]} {name!r}{hint} (known: {known}; see 'crsbench list {kind}')")
 
     def provenance(self, plugin_name: str) -> dict[str, Any]:
         info = self.plugins.get(plugin_name)
@@ -202,6 +216,32 @@ class PluginRegistry:
 
     def judge_benchmarks(self) -> dict[str, Entry]:
         return self.collected()["judge_benchmarks"]
+
+    def _collect_report_sections(self) -> dict[str, Entry]:
+        """Sections are called, never looked up by name, so no name is refused: each is keyed
+        ``plugin:name`` and kept in precedence order, then the plugin's registration order."""
+        impls = {impl.plugin_name: impl for impl in self.pm.hook.register_report_sections.get_hookimpls()}
+        store: dict[str, Entry] = {}
+        for plugin_name in [n for n in self.plugins if n in impls]:
+            def register(section, _plugin=plugin_name):
+                if not callable(section):
+                    self._record_error(_plugin, f"register_report_sections: {section!r} is not callable; "
+                                                "not registered")
+                    return
+                name = getattr(section, "name", None) or getattr(section, "__name__", None) or repr(section)
+                store.setdefault(f"{_plugin}:{name}", Entry(name, section, _plugin))
+
+            try:
+                impls[plugin_name].function(register)
+            except Exception as exc:
+                self._record_error(plugin_name, f"register_report_sections: {type(exc).__name__}: {exc}")
+                if os.environ.get("CRSBENCH_DEBUG"):
+                    traceback.print_exc()
+        return store
+
+    def report_sections(self) -> list[Entry]:
+        """The registered report sections, in the order ``crsbench report`` calls them."""
+        return list(self.collected()["report_sections"].values())
 
     def metrics_objects(self) -> dict:
         """Metric name -> metric instance."""
@@ -233,6 +273,12 @@ def get_registry() -> PluginRegistry:
         _registry = PluginRegistry()
         _registry.load_entry_points()
     return _registry
+
+
+def lookup(kind: str, name: str) -> Entry:
+    """A registered model/task/metric/reward/judge by name from the process-wide registry,
+    or a UserError that lists the known ones (:meth:`PluginRegistry.get`)."""
+    return get_registry().get(kind, name)
 
 
 def reset_registry() -> None:

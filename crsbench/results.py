@@ -225,7 +225,7 @@ def build_result(*, task: dict, model: dict, seeds: dict, evaluation: dict, metr
     """
     from datetime import datetime, timezone
 
-    from crsbench import __version__
+    from crsbench.version import __version__
 
     return {
         "schema_version": SCHEMA_VERSION,

@@ -1,7 +1,6 @@
 """`crsbench run`: train (if the model trains), predict, score, write the run directory."""
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import sys
@@ -10,40 +9,17 @@ from pathlib import Path
 
 from crsbench.config import apply_overrides
 from crsbench.errors import DegenerateRunError, UserError, require_writable_dir
-from crsbench.plugins import get_registry
+from crsbench.judge_eval import parse_judge_options  # also the CLI's, from here
+from crsbench.plugins import get_registry, lookup
 from crsbench import distributed
 from crsbench.results import RESULT_FILE, build_result, seal, write_json_atomic
+from crsbench.task import task_defaults
 from crsbench.runs import (CONFIG_FILE, ITEM_NAMES_FILE, PARTIAL_PREDICTIONS_FILE, PREDICTIONS_FILE, RunLock,
                            config_overrides, describe_differences, read_config, remove_run_dir, run_name,
                            write_jsonl_atomic)
 
 log = logging.getLogger("crsbench")
 DEFAULT_BOOTSTRAP = 1000
-
-
-def lookup(kind: str, name: str):
-    """A registered model/task/metric/reward by name, or a UserError that lists the known ones."""
-    registry = get_registry()
-    entries = getattr(registry, kind)()
-    if name in entries:
-        return registry.use(kind, name)  # recorded for the result's plugin provenance
-    close = difflib.get_close_matches(name, entries, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    known = ", ".join(sorted(entries)) or "none"
-    raise UserError(f"unknown {kind[:-1]} {name!r}{hint} (known: {known}; see 'crsbench list {kind}')")
-
-
-def parse_judge_options(items) -> dict:
-    """``("threads=1", "model=x")`` -> ``{"threads": 1, "model": "x"}``."""
-    from crsbench.config import parse_value
-
-    out = {}
-    for item in items or ():
-        if "=" not in item:
-            raise UserError(f"--judge-option expects key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        out[key.strip()] = parse_value(raw)
-    return out
 
 
 def resolve_device(device: str) -> str:
@@ -74,16 +50,6 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
         console.setFormatter(logging.Formatter("[crsbench] %(message)s"))
         root.addHandler(console)
     return handler
-
-
-def task_defaults(data, task) -> None:
-    """What the task class declares and its TaskData leaves unset (rubric, placeholder, mention spans)."""
-    if data.default_rubric is None:
-        data.default_rubric = type(task).default_rubric
-    if data.item_placeholder is None:
-        data.item_placeholder = type(task).item_placeholder
-    if data.mention_spans is None:
-        data.mention_spans = task.mention_spans
 
 
 def run_identity(registry, model_entry, task_entry, task) -> dict:

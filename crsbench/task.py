@@ -128,3 +128,13 @@ def files_sha256(files: dict[str, Any] | Iterable) -> tuple[dict[str, str], str]
 def combined_sha256(hashes: dict[str, str]) -> str:
     joined = "\n".join(f"{name} {digest}" for name, digest in sorted(hashes.items()))
     return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def task_defaults(data, task) -> None:
+    """What the task class declares and its TaskData leaves unset (rubric, placeholder, mention spans)."""
+    if data.default_rubric is None:
+        data.default_rubric = type(task).default_rubric
+    if data.item_placeholder is None:
+        data.item_placeholder = type(task).item_placeholder
+    if data.mention_spans is None:
+        data.mention_spans = task.mention_spans

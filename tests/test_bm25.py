@@ -147,7 +147,8 @@ def test_the_settings_search_reads_validation_and_never_test():
 
 @pytest.fixture(scope="module")
 def redial():
-    from crsbench.runner import lookup, task_defaults
+    from crsbench.plugins import lookup
+    from crsbench.task import task_defaults
 
     task = lookup("tasks", "redial").obj(data_dir=None)
     data = task.load()

@@ -207,16 +207,20 @@ def test_check_critic_per_head_option():
         check_critic(report, min_spearman=0.4)  # a report without it does not pass the default gate
 
 
-def test_critic_reward_loads_and_gates(learnable):
+def test_critic_reward_scores_a_loaded_and_gated_critic(learnable):
     pairs, _, report, out = learnable
     samples = [{"context": c, "response": ""} for c, _ in pairs[:10]]
     responses = [r for _, r in pairs[:10]]
-    reward = CriticReward(path=str(out), encoder=HashBagEncoder(), head="shouting", min_spearman=0.8)
+    loaded = Critic.load(out, encoder=HashBagEncoder())
+    check_critic(loaded.report, min_spearman=0.8)  # the gate is the caller's, before the reward is used
+    reward = CriticReward(critic=loaded, head="shouting")
     expected = report.critic.predict([s["context"] for s in samples], responses)["shouting"]
     assert reward.score(samples, responses) == pytest.approx(list(expected))
-    strict = CriticReward(path=str(out), encoder=HashBagEncoder(), min_spearman=0.999)
     with pytest.raises(DegenerateRunError, match="critic failed its validation gate"):
-        strict.score(samples, responses)
+        check_critic(loaded.report, min_spearman=0.999)
+    # the rewards plugin loads nothing itself (it imports no other plugin): path is refused, saying how
+    with pytest.raises(UserError, match=r"path.*Critic.load"):
+        CriticReward(path=str(out), encoder=HashBagEncoder())
 
 
 def test_default_metrics_are_the_registered_rubrics_metrics():

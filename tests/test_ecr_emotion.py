@@ -191,7 +191,7 @@ def test_minilm_embeddings(encoder):
 
 def test_cls_pooling_and_options(encoder):
     cls = TextEncoder(pooling="cls", num_threads=1)
-    cls._tokenizer, cls._model = encoder._load()  # same weights, no second load
+    cls._tokenizer, cls._model = encoder.load_model()  # same weights, no second load
     a, b = cls.encode(["I love horror movies"]), encoder.encode(["I love horror movies"])
     assert a.shape == (1, 384) and (a - b).abs().max().item() > 1e-3
     assert cls.cache_id != encoder.cache_id

@@ -33,6 +33,24 @@ def load(run_dir):
     return json.loads((run_dir / "result.json").read_text())
 
 
+
+@pytest.mark.slow
+def test_ecr_after_the_main_job_reuses_its_ecr_stages(runs, tmp_path):
+    """`crsbench run ecr` beside a finished ecr-rl run of the same ECR configuration copies
+    its ECR stages (not the RL policies) and only predicts: the same recommendations."""
+    import shutil
+
+    _, rl_dir = runs
+    shutil.copytree(rl_dir, tmp_path / rl_dir.name)
+    ecr_dir = run("ecr", output_dir=tmp_path, **{k: v for k, v in ARGS.items() if k != "judge_sample"})
+    result, rl_result = load(ecr_dir), load(rl_dir)
+    assert result["extra"]["reused_ecr_rl_run"] == str(tmp_path / rl_dir.name)
+    assert not (ecr_dir / "checkpoints" / "rl").exists()
+    for key, cell in rl_result["metrics"].items():
+        if key.startswith(("standard/", "dedup/")):
+            assert result["metrics"][key]["value"] == cell["value"], key
+
+
 @pytest.mark.slow
 def test_ecr_rl_pipeline(runs):
     ecr_dir, rl_dir = runs

@@ -322,7 +322,7 @@ def test_hook_register_metrics(isolated_registry, capsys):
 
 
 def test_hook_register_rewards(isolated_registry, capsys):
-    from crsbench.runner import lookup
+    from crsbench.plugins import lookup
 
     class Plugin:
         @hookimpl
@@ -514,3 +514,105 @@ def test_hook_register_judge_benchmarks(isolated_registry, capsys, tmp_path):
     isolated_registry.unregister_plugin("tiny_ratings")
     code, out, _ = call_main(["list", "judge_benchmarks"], capsys)
     assert code == 0 and out == "judge_benchmarks:\n  (none)\n"
+
+
+def test_hook_register_report_sections(isolated_registry, capsys, tmp_path, crsbench_logger_restored):
+    """A plugin's report sections appear in ``crsbench report`` after the core's tables, in
+    registration order; a section that breaks costs one line, not the report."""
+    seen = []
+
+    def fit_seconds(results, labels):
+        seen.append(([r["model"]["name"] for r in results], list(labels)))
+        results[0]["model"]["name"] = "tampered"  # the next section must not see this
+        return [("h2", "Tiny section"), ("p", "Seconds spent in fit, per run."),
+                ("table", ["run", "model", "fit seconds"],
+                 [[label, r["model"]["plugin"], str(r["timings"]["fit"])] for r, label in zip(results, labels)])]
+
+    def model_names(results, labels):
+        return [("p", "models: " + ", ".join(r["model"]["name"] for r in results))]
+
+    def nothing(results, labels):
+        return None
+
+    def broken(results, labels):
+        raise RuntimeError("no section today")
+
+    def image(results, labels):
+        return [("img", "/etc/passwd", "not a curve")]  # only the core copies images into a report
+
+    class TinyReport:
+        @hookimpl
+        def register_report_sections(self, register):
+            register(fit_seconds)
+            register(nothing)
+            register(broken)
+            register(model_names)
+
+    class LaterReport:
+        @hookimpl
+        def register_report_sections(self, register):
+            register(image)
+
+    class RunPlugin:
+        @hookimpl
+        def register_tasks(self, register):
+            register(TinyTask)
+
+        @hookimpl
+        def register_models(self, register):
+            register(NextItemModel)
+
+        @hookimpl
+        def register_metrics(self, register):
+            register(FirstPlaceMetric())
+
+    isolated_registry.register_plugin(RunPlugin(), "tiny_run")
+    code, _, err = call_main(["run", "tiny-next-item", "--task", "tiny-task", "--device", "cpu", "--output-dir",
+                              str(tmp_path / "runs"), "--n-bootstrap", "20", "--no-progress"], capsys)
+    assert code == 0, err
+    run_dir = next((tmp_path / "runs").iterdir())
+    label = f"tiny-next-item ({run_dir.name})"
+
+    isolated_registry.register_plugin(LaterReport(), "later_report")
+    isolated_registry.register_plugin(TinyReport(), "tiny_report")  # registered last, ranks last
+    assert isolated_registry.plugins["tiny_report"].hooks == ["register_report_sections"]
+    assert [(e.name, e.plugin) for e in isolated_registry.report_sections()] == [
+        ("image", "later_report"), *[(n, "tiny_report") for n in ("fit_seconds", "nothing", "broken", "model_names")]]
+    code, out, err = call_main(["report", str(run_dir), "-o", str(tmp_path / "rep")], capsys)
+    assert code == 0, err
+    assert seen == [(["tiny-next-item"], [label])]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert md.index("## Metrics") < md.index("## Tiny section")
+    assert "Seconds spent in fit, per run." in md and "<h2>Tiny section</h2>" in page
+    fit = json.loads((run_dir / "result.json").read_text())["timings"]["fit"]
+    assert f"| {label} | tiny_run | {fit} |" in md
+    assert "models: tiny-next-item" in md and "tampered" not in md
+    assert "Report section broken of plugin tiny_report failed: RuntimeError: no section today" in md
+    assert "of plugin later_report failed: TypeError: not a report block" in md
+    assert "<img" not in page and "![" not in md
+    order = [md.index(s) for s in ("of plugin later_report failed", "## Tiny section", "of plugin tiny_report failed",
+                                   "models: tiny-next-item")]
+    assert order == sorted(order)
+
+    isolated_registry.unregister_plugin("tiny_report")
+    isolated_registry.unregister_plugin("later_report")
+    code, out, err = call_main(["report", str(run_dir), "-o", str(tmp_path / "rep2")], capsys)
+    assert code == 0, err
+    md = (tmp_path / "rep2" / "report.md").read_text()
+    assert "Tiny section" not in md and "failed" not in md
+
+
+def test_a_failing_register_report_sections_is_recorded(isolated_registry, capsys):
+    class Plugin:
+        @hookimpl
+        def register_report_sections(self, register):
+            register("not callable")
+            raise RuntimeError("no sections today")
+
+    isolated_registry.register_plugin(Plugin(), "bad_sections")
+    assert isolated_registry.report_sections() == []
+    code, out, _ = call_main(["plugins"], capsys)
+    assert code == 0
+    assert ("error: register_report_sections: 'not callable' is not callable; not registered; "
+            "register_report_sections: RuntimeError: no sections today") in out

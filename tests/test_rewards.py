@@ -76,11 +76,11 @@ def test_bleu_hand_computed():
 
 
 def test_bleu_matches_the_metric():
-    from crsbench.metrics.generation import _sentence_bleu_all
+    from crsbench.metrics.generation import sentence_bleu_all
 
     refs = ["i think you would like the matrix", "have you seen it ? it is great"]
     hyps = ["you would like the matrix a lot", "have you seen it ? it is fun"]
-    expected = _sentence_bleu_all(hyps, refs)
+    expected = sentence_bleu_all(hyps, refs)
     for n in range(1, 5):
         got = BleuReward(n=n).score([sample(r) for r in refs], hyps)
         assert got == pytest.approx(list(expected[:, n - 1]))
@@ -256,8 +256,10 @@ def test_critic_reward_passes_contexts_and_head():
     reward = CriticReward(critic=critic, head="informativeness")
     assert reward.score([sample(context=["a", "b"]), sample()], ["12345", ""]) == pytest.approx([0.5, 0.0])
     assert critic.seen == ([["a", "b"], []], "informativeness", None)
-    with pytest.raises(UserError, match="path"):
+    with pytest.raises(UserError, match="needs option critic"):
         CriticReward()
+    with pytest.raises(UserError, match="min_spearman"):
+        CriticReward(critic=critic, min_spearman=0.3)
 
 
 def test_judge_reward_is_the_judges_metric_scaled_to_one():

@@ -21,11 +21,13 @@ from crsbench.metrics.base import GENERATION, MeanMetric, Metric, Units
 MAX_ORDER = 4
 
 
-def _tokens(text: str) -> list[str]:
+def tokenize(text: str) -> list[str]:
+    """Whitespace tokens, as every generation metric (and the rewards) count them."""
     return (text or "").split()
 
 
-def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
+def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
+    """The n-grams of ``tokens`` in order (empty when there are fewer than n tokens)."""
     return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
 
 
@@ -46,7 +48,7 @@ def _shared(family: str, units: Units, compute: Callable[[list[str], list[str]],
 
 
 # -- sentence BLEU-n (nltk) ------------------------------------------------------------
-def _sentence_bleu_all(hyps: list[str], refs: list[str]) -> np.ndarray:
+def sentence_bleu_all(hyps: list[str], refs: list[str]) -> np.ndarray:
     """(n_units, 4): nltk sentence BLEU with a single n-gram weight, n = 1..4, no smoothing."""
     from nltk.translate.bleu_score import sentence_bleu
 
@@ -55,11 +57,11 @@ def _sentence_bleu_all(hyps: list[str], refs: list[str]) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nltk warns on every zero n-gram overlap
         for i, (hyp, ref) in enumerate(zip(hyps, refs)):
-            hyp_tok = _tokens(hyp)
+            hyp_tok = tokenize(hyp)
             if not hyp_tok:
                 continue  # an empty response scores 0
             try:
-                out[i] = sentence_bleu([_tokens(ref)], hyp_tok, weights)
+                out[i] = sentence_bleu([tokenize(ref)], hyp_tok, weights)
             except Exception:  # nltk edge cases (e.g. division by zero): score 0
                 out[i] = 0.0
     # Without smoothing nltk scores a zero n-gram overlap as exp(log(sys.float_info.min)),
@@ -90,8 +92,8 @@ class SentenceBLEU(MeanMetric):
                             "(nltk, no smoothing; ECR/UniCRS).")
 
     def values(self, units):
-        scores = _shared("bleu", units, _sentence_bleu_all)
-        nonempty = np.array([bool(_tokens(h)) for h in units["hyp"]], dtype=bool)
+        scores = _shared("bleu", units, sentence_bleu_all)
+        nonempty = np.array([bool(tokenize(h)) for h in units["hyp"]], dtype=bool)
         return scores[:, self.n - 1], nonempty
 
 
@@ -164,9 +166,9 @@ def _ngram_incidence(hyps: list[str], n: int):
     totals = np.zeros(len(hyps))
     nonempty = np.zeros(len(hyps))
     for i, hyp in enumerate(hyps):
-        tokens = _tokens(hyp)
+        tokens = tokenize(hyp)
         nonempty[i] = 1.0 if tokens else 0.0
-        grams = _ngrams(tokens, n)
+        grams = ngrams(tokens, n)
         totals[i] = len(grams)
         for g in set(grams):
             rows.append(vocab.setdefault(g, len(vocab)))
@@ -264,7 +266,7 @@ def _rouge_all(hyps: list[str], refs: list[str]) -> np.ndarray:
     scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=False, tokenizer=_UnicodeTokenizer())
     out = np.zeros((len(hyps), len(ROUGE_TYPES)))
     for i, (hyp, ref) in enumerate(zip(hyps, refs)):
-        if not _tokens(hyp):
+        if not tokenize(hyp):
             continue  # an empty response scores 0
         scores = scorer.score(ref or "", hyp)
         out[i] = [scores[t].fmeasure for t in ROUGE_TYPES]
@@ -312,7 +314,7 @@ class MeanLength(MeanMetric):
     description = "Mean number of whitespace tokens per response."
 
     def values(self, units):
-        lengths = np.array([len(_tokens(h)) for h in units["hyp"]], dtype=float)
+        lengths = np.array([len(tokenize(h)) for h in units["hyp"]], dtype=float)
         return lengths, np.ones(len(lengths), dtype=bool)
 
 

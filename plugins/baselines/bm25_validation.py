@@ -93,7 +93,8 @@ def _fmt(scores: dict[str, float]) -> str:
 
 
 def main(argv=None) -> None:
-    from crsbench.runner import lookup, task_defaults
+    from crsbench.plugins import lookup
+    from crsbench.task import task_defaults
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="redial")

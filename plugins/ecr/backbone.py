@@ -15,7 +15,7 @@ from pathlib import Path
 
 def dialogue_examples(train: list[dict], eos: str, turns: int | None) -> list[dict]:
     """One example per turn: the turns before it -> the turn (as UniCRS writes contexts)."""
-    from crsbench_plugins.ecr.pipeline import lm_context
+    from crsbench_plugins.ecr.inputs import lm_context
 
     out, seen = [], set()
     for s in train:

@@ -419,7 +419,7 @@ class EmotionClassifier:
         self.annotator_name = getattr(self.annotator, "name", None)
 
     # -- model --------------------------------------------------------------------------------
-    def _make_head(self, dim: int):
+    def make_head(self, dim: int):
         import torch.nn as nn
 
         if self.hidden <= 0:
@@ -472,7 +472,7 @@ class EmotionClassifier:
         # not depend on the machine's core count.
         with torch.random.fork_rng(devices=[]), torch_threads(1):
             torch.manual_seed(self.seed)
-            self.head = self._make_head(x.shape[1])
+            self.head = self.make_head(x.shape[1])
             opt = torch.optim.AdamW(self.head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             gen = torch.Generator().manual_seed(self.seed)
             self.head.train()
@@ -584,7 +584,7 @@ class EmotionClassifier:
         state = load_file(str(path))
         # files written before "input_dim" was recorded: the first layer's weight [out, in]
         dim = meta.get("input_dim") or state["weight" if "weight" in state else "0.weight"].shape[1]
-        clf.head = clf._make_head(int(dim))
+        clf.head = clf.make_head(int(dim))
         clf.head.load_state_dict(state)
         clf.head.eval()
         clf.annotator_name = meta.get("annotator")
@@ -658,7 +658,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args(argv)
 
-    from crsbench.runner import lookup  # any registered task, by name: no task module imported here
+    from crsbench.plugins import lookup  # any registered task, by name: no task module imported here
 
     task = lookup("tasks", args.task).obj()
     texts = seeker_utterances(task.load().splits[args.split])

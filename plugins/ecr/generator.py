@@ -679,7 +679,7 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 64,
         encoded[i] = ids
     order = sorted(range(len(prompts)), key=lambda i: -(len(encoded[i]) + n_pre[i]))
     out: list[str] = [""] * len(prompts)
-    kw = _cache_kwarg(net)
+    kw = cache_kwarg(net)
     try:
         for b in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress,
                       dynamic_ncols=True):
@@ -716,7 +716,7 @@ def _greedy_batch(net, prompt_ids, prefixes, device, pad, eos, max_new_tokens, n
     else:
         inputs = {"input_ids": ids_mat}
     output = net(**inputs, attention_mask=mask, position_ids=position_ids, use_cache=True)
-    cache = _cache_of(output)
+    cache = cache_of(output)
     banned = [NgramIndex(ngram, ids) for ids in prompt_ids] if ngram and ngram > 0 else None
     return decode_loop(net, output.logits[:, -1, :].float(), cache, mask, position_ids[:, -1:], max_new_tokens,
                        banned, pad, eos)
@@ -736,8 +736,8 @@ def decode_loop(net, logits, cache, mask, positions, max_new_tokens: int, banned
         mask = torch.cat([mask, mask.new_ones((n, 1))], 1)
         positions = positions + 1
         output = net(input_ids=next_tok[:, None], attention_mask=mask, position_ids=positions,
-                     use_cache=True, **{_cache_kwarg(net): cache})
-        cache = _cache_of(output)
+                     use_cache=True, **{cache_kwarg(net): cache})
+        cache = cache_of(output)
         logits = output.logits[:, -1, :].float()
     return generated
 
@@ -813,11 +813,11 @@ def _accepts(model, name: str) -> bool:
     return name in inspect.signature(_unwrap(model).forward).parameters
 
 
-def _cache_kwarg(model) -> str:
+def cache_kwarg(model) -> str:
     """``cache`` (transformers >= 5.x) or ``past_key_values`` (older)."""
     return "cache" if _accepts(model, "cache") else "past_key_values"
 
 
-def _cache_of(output):
+def cache_of(output):
     cache = getattr(output, "cache", None)
     return cache if cache is not None else getattr(output, "past_key_values", None)

@@ -277,13 +277,13 @@ def prompted_forward(lm, kv: torch.Tensor, prompt_mask: torch.Tensor, input_ids:
     Positions count from each row's first real token (the prompt takes no positions, as in
     the official code, whose attention concatenates the prompt without shifting positions).
     """
-    from crsbench_plugins.ecr.generator import _cache_kwarg
+    from crsbench_plugins.ecr.generator import cache_kwarg
 
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     mask = torch.cat([prompt_mask.to(attention_mask.dtype), attention_mask], 1)
     cache = cache_from_kv(kv.to(_dtype_of(lm)), lm.config)
     return lm(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=use_cache,
-              **{_cache_kwarg(lm): cache}, **kwargs)
+              **{cache_kwarg(lm): cache}, **kwargs)
 
 
 def last_hidden(lm, kv, prompt_mask, input_ids, attention_mask) -> torch.Tensor:

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from crsbench.errors import DataError
-from crsbench_plugins.ecr.templates import _short, seeded_subset
+from crsbench_plugins.ecr.templates import stage_summary, seeded_subset
 
 PROMPT_FORMAT = 2  # 2: whole reply from (movies, entities, facts, first sentence); 1: appended description
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -104,7 +104,7 @@ class ResponseGenerator:
 
         stage_dir = Path(stage_dir)
         rcfg = dict(cfg["responses"], seed=state.seed)
-        from crsbench_plugins.ecr.pipeline import fill_template
+        from crsbench_plugins.ecr.inputs import fill_template
 
         knowledge = Knowledge(state.kg, state.item_names)
         examples = []
@@ -128,7 +128,7 @@ class ResponseGenerator:
         rcfg["cpu"] = str(state.device) == "cpu"
         rcfg.setdefault("mixed_precision", cfg.get("mixed_precision", "no"))
         summary = generator.train_lm(model, tokenizer, examples, rcfg, stage_dir, progress=progress)
-        summary = dict(_short(summary), n_examples=len(examples), prompt_format=PROMPT_FORMAT,
+        summary = dict(stage_summary(summary), n_examples=len(examples), prompt_format=PROMPT_FORMAT,
                        source="reviews_file + ReDial" if rcfg.get("reviews_file") else "ReDial recommender turns")
         model.eval()
         return cls(model, tokenizer, knowledge, cfg, summary)

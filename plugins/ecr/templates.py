@@ -63,7 +63,7 @@ class TemplateGenerator:
     @classmethod
     def fit(cls, cfg, train, valid, state, encoder, stage_dir: Path, progress=True):
         from crsbench import distributed
-        from crsbench_plugins.ecr.pipeline import Inputs, _n_batches
+        from crsbench_plugins.ecr.inputs import Inputs, n_batches
         from crsbench_plugins.ecr.train_stage import train_stage
 
         tcfg = cfg["templates"]
@@ -89,13 +89,13 @@ class TemplateGenerator:
 
         summary = train_stage("templates", encoder, batches,
                               lambda module, batch: conv_loss(module, lm, batch, batch["n_target"]),
-                              tcfg, Path(stage_dir), steps_per_epoch=_n_batches(len(examples), tcfg["batch_size"]),
+                              tcfg, Path(stage_dir), steps_per_epoch=n_batches(len(examples), tcfg["batch_size"]),
                               progress=progress)
         return cls(encoder, state, cfg, dict(summary, n_examples=len(examples)))
 
     @torch.no_grad()
     def generate(self, samples: list[dict]) -> list[str]:
-        from crsbench_plugins.ecr.pipeline import Inputs
+        from crsbench_plugins.ecr.inputs import Inputs
 
         state, tok = self.state, self.state.lm_tokenizer
         system = tok("System:", add_special_tokens=False)["input_ids"]
@@ -120,7 +120,7 @@ def greedy_with_prompt(lm, kv, prompt_mask, input_ids, attention_mask, eos: int,
     """Greedy decoding after the prompt's keys/values and the (left-padded) inputs, with a KV
     cache; n-grams already in a row's input or output are not repeated (transformers'
     ``no_repeat_ngram_size``)."""
-    from crsbench_plugins.ecr.generator import NgramIndex, _cache_of, decode_loop
+    from crsbench_plugins.ecr.generator import NgramIndex, cache_of, decode_loop
     from crsbench_plugins.ecr.prompt_model import prompted_forward
 
     n = input_ids.shape[0]
@@ -129,7 +129,7 @@ def greedy_with_prompt(lm, kv, prompt_mask, input_ids, attention_mask, eos: int,
     out = prompted_forward(lm, kv, prompt_mask, input_ids, attention_mask, use_cache=True, logits_to_keep=1)
     mask = torch.cat([prompt_mask.to(attention_mask.dtype), attention_mask], 1)
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -1:]
-    return decode_loop(lm, out.logits[:, -1].float(), _cache_of(out), mask, positions, max_new_tokens, banned,
+    return decode_loop(lm, out.logits[:, -1].float(), cache_of(out), mask, positions, max_new_tokens, banned,
                        pad, eos)
 
 
@@ -141,6 +141,6 @@ def seeded_subset(examples: list, n: int | None, seed: int) -> list:
     return [examples[i] for i in sorted(keep.tolist())]
 
 
-def _short(summary: dict) -> dict:
+def stage_summary(summary: dict) -> dict:
     """The stage summary for the result file (per-epoch numbers, not every step)."""
     return {k: v for k, v in summary.items() if k != "losses"}

@@ -101,7 +101,7 @@ class TextEncoder:
     def __repr__(self) -> str:
         return f"TextEncoder({self.model_id!r}, pooling={self.pooling!r}, max_length={self.max_length})"
 
-    def _load(self):
+    def load_model(self):
         if self._model is None:
             from transformers import AutoModel, AutoTokenizer
 
@@ -114,7 +114,7 @@ class TextEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self._load()[1].config.hidden_size)
+        return int(self.load_model()[1].config.hidden_size)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False):
         """Embed ``texts``: a float32 tensor [N, hidden] on the CPU, in the order given.
@@ -125,7 +125,7 @@ class TextEncoder:
         import torch
 
         texts = ["" if t is None else str(t) for t in texts]
-        tokenizer, model = self._load()
+        tokenizer, model = self.load_model()
         dim = int(model.config.hidden_size)
         out = torch.empty(len(texts), dim, dtype=torch.float32)
         if not texts:
@@ -314,7 +314,7 @@ def encode_tokens(encoder: TextEncoder, texts: Sequence[str], batch_size: int = 
     import torch
 
     texts = ["" if t is None else str(t) for t in texts]
-    tokenizer, model = encoder._load()
+    tokenizer, model = encoder.load_model()
     dim = int(model.config.hidden_size)
     rows: list = [None] * len(texts)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))

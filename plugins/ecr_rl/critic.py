@@ -280,7 +280,7 @@ class Critic:
         return _features(c, r, responses, self.surface)
 
     # -- prediction ----------------------------------------------------------------------
-    def _forward(self, features):
+    def forward(self, features):
         """[N, M] scores in (0, 1) from raw features (call with the heads in train or eval mode)."""
         import torch
 
@@ -294,7 +294,7 @@ class Critic:
 
         self.heads.eval()
         with torch.no_grad():
-            return self._forward(torch.as_tensor(features).float()).numpy().astype(float)
+            return self.forward(torch.as_tensor(features).float()).numpy().astype(float)
 
     def predict(self, contexts: Sequence, responses: Sequence[str], batch_size: int = 64) -> dict[str, np.ndarray]:
         """{metric: predicted score in [0, 1]} for each (context, response)."""
@@ -604,7 +604,7 @@ def train_critic(pairs: Sequence, scores, cfg: Mapping[str, Any] | None, out_dir
             order = train_idx[torch.randperm(len(train_idx), generator=gen)]
             for start in range(0, len(order), cfg["batch_size"]):
                 idx = order[start:start + cfg["batch_size"]]
-                loss = masked_mse(critic._forward(features_all[idx]), idx)
+                loss = masked_mse(critic.forward(features_all[idx]), idx)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -613,7 +613,7 @@ def train_critic(pairs: Sequence, scores, cfg: Mapping[str, Any] | None, out_dir
                 critic.heads.eval()
                 with torch.no_grad():
                     vidx = torch.as_tensor(val)
-                    vloss = float(masked_mse(critic._forward(features_all[vidx]), vidx))
+                    vloss = float(masked_mse(critic.forward(features_all[vidx]), vidx))
                 if vloss < best[0] - 1e-7:
                     best = (vloss, copy.deepcopy(critic.heads.state_dict()), epoch + 1)
                 elif epoch + 1 - best[2] >= cfg["patience"]:

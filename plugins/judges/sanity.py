@@ -44,7 +44,7 @@ def build_conditions(samples: list[dict]) -> dict[str, list[JudgeInput]]:
 
 
 def load_samples(n: int, limit: int = 20, task: str = "redial") -> list[dict]:
-    from crsbench.runner import lookup  # any registered task, by name: no task module imported here
+    from crsbench.plugins import lookup  # any registered task, by name: no task module imported here
 
     split = lookup("tasks", task).obj().load(limit=limit).splits["test"]
     samples = [split[i] for i in range(len(split)) if str(split[i]["response"]).strip()]
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
             options[key] = json.loads(value)
         except ValueError:
             options[key] = value
-    from crsbench.runner import lookup
+    from crsbench.plugins import lookup
 
     options.setdefault("rubric", getattr(lookup("tasks", args.task).obj, "default_rubric", None))  # the task's
     start = time.perf_counter()

@@ -189,7 +189,7 @@ def encoder_id(encoder=None) -> str:
 def make_validation_record(judge, benchmark, data, units, predictions: dict, split: str, extra: dict,
                            n_bootstrap: int = 1000, seed: int = 0) -> dict:
     """A validation record (A's schema) of ``predictions`` (unit key -> {aspect: score})."""
-    from crsbench.judge_validation import _published, aspect_stats, make_record, scoring_order
+    from crsbench.judge_validation import aspect_stats, make_record, published_agreement, scoring_order
 
     aspects = [a for a in benchmark.aspects["turn"] if a in judge.metrics]
     half = units[0].half
@@ -197,7 +197,7 @@ def make_validation_record(judge, benchmark, data, units, predictions: dict, spl
     judged, trivial = aspect_stats(units, predictions, aspects, "turn", n_bootstrap, seed)
     return make_record(benchmark=benchmark, data=data, half=half, judge=judge.describe(), judge_id=judge.judge_id,
                        rubric=RUBRIC, levels=["turn"], aspects=judged, trivial=trivial, split=split,
-                       n_bootstrap=n_bootstrap, seed=seed, published=_published(benchmark, half, aspects),
+                       n_bootstrap=n_bootstrap, seed=seed, published=published_agreement(benchmark, half, aspects),
                        extra=extra)
 
 
@@ -466,7 +466,7 @@ def pair_accuracy(Z: np.ndarray, kinds: np.ndarray, w: np.ndarray) -> dict:
 
 
 def train_contrast(out_dir: Path, seed: int = SEED, n_bootstrap: int = 1000) -> dict:
-    from crsbench.runner import lookup
+    from crsbench.plugins import lookup
     from crsbench_plugins.ecr.text_encoder import get_encoder
     from crsbench_plugins.judges.learned_features import FEATURE_VERSION, featurize
 
@@ -514,11 +514,11 @@ def train_contrast(out_dir: Path, seed: int = SEED, n_bootstrap: int = 1000) -> 
 
 
 def validate_contrast(stem: Path, report: dict, n_bootstrap: int = 1000) -> dict:
-    from crsbench.judge_validation import _score_units
+    from crsbench.judge_validation import score_units
 
     benchmark, data, units = turn_units()
     judge = MiniLMContrastJudge(weights=str(stem))
-    predictions, failed = _score_units(judge, units, 64, False, "turns")
+    predictions, failed = score_units(judge, units, 64, False, "turns")
     if failed:
         raise RuntimeError(f"minilm-contrast failed on {len(failed)} turns")
     return make_validation_record(judge, benchmark, data, units, predictions, CONTRAST_SPLIT, {
@@ -528,7 +528,7 @@ def validate_contrast(stem: Path, report: dict, n_bootstrap: int = 1000) -> dict
 
 # -- CLI --------------------------------------------------------------------------------------
 def summarise(record: dict) -> str:
-    from crsbench.judge_validation import _fmt, summary_lines
+    from crsbench.judge_validation import format_estimate, summary_lines
 
     lines = summary_lines(record)
     loso = record.get("leave_one_system_out")
@@ -536,8 +536,8 @@ def summarise(record: dict) -> str:
         for aspect, stats in loso["aspects"].items():
             per = ", ".join(f"{s} {v:.3f}" for s, v in loso["per_system_spearman"][aspect].items())
             lines.append(f"  leave one system out, {aspect}: Spearman pooled "
-                         f"{_fmt(stats['spearman'], stats['spearman_ci'])}, within system "
-                         f"{_fmt(stats['within_system_spearman'], stats['within_system_spearman_ci'])}; "
+                         f"{format_estimate(stats['spearman'], stats['spearman_ci'])}, within system "
+                         f"{format_estimate(stats['within_system_spearman'], stats['within_system_spearman_ci'])}; "
                          f"per held-out system: {per}")
     return "\n".join(lines)
 

@@ -5,8 +5,7 @@ Definitions, options and defaults are documented in docs/rewards.md; the tests i
 tests/test_rewards.py pin the exact values.
 
 This module is imported when the plugin registers its rewards, so it must stay light:
-nltk, torch, the emotion annotator and the critic are imported inside the methods that
-need them.
+nltk, torch and the emotion annotator are imported inside the methods that need them.
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from crsbench.errors import UserError
-from crsbench.metrics.generation import MAX_ORDER, _ngrams, _sentence_bleu_all, _tokens
+from crsbench.metrics.generation import MAX_ORDER, ngrams, sentence_bleu_all, tokenize
 from crsbench.reward import Reward
 
 
@@ -55,7 +54,7 @@ class BleuReward(Reward):
     def score(self, samples, responses):
         _check_lengths(self, samples, responses)
         refs = [s.get("response") or "" for s in samples]
-        table = _sentence_bleu_all(list(responses), refs)  # (N, 4)
+        table = sentence_bleu_all(list(responses), refs)  # (N, 4)
         return [float(v) for v in table[:, [n - 1 for n in self.orders]].mean(axis=1)]
 
 
@@ -79,7 +78,7 @@ class DistinctReward(Reward):
         _check_lengths(self, samples, responses)
         out = []
         for response in responses:
-            grams = _ngrams(_tokens(response), self.n)
+            grams = ngrams(tokenize(response), self.n)
             out.append(len(set(grams)) / len(grams) if grams else 0.0)
         return out
 
@@ -262,44 +261,36 @@ class LengthReward(Reward):
 
     def score(self, samples, responses):
         _check_lengths(self, samples, responses)
-        return [float(self.value(len(_tokens(r)))) for r in responses]
+        return [float(self.value(len(tokenize(r)))) for r in responses]
 
 
 # -- critic --------------------------------------------------------------------------------
 class CriticReward(Reward):
     """A trained judge critic's predicted score for (context tail, response), in [0, 1].
 
-    Options: ``path`` (directory written by ``train_critic`` / ``Critic.save``) or ``critic``
-    (a loaded ``Critic``); ``head``: a judge metric name or ``"combined"`` (default), the
-    weighted mean of the heads with ``weights`` ({metric: weight}; default equal);
-    ``encoder``: the text encoder to load the critic with (default: the MiniLM encoder);
-    ``min_spearman``: if set, refuse a critic whose saved held-out Spearman is below it
-    (``check_critic``, raises DegenerateRunError); ``batch_size`` (default 64)."""
+    Options: ``critic`` (required): a loaded critic, e.g. ECR-RL's ``Critic`` (``train_critic``'s
+    ``report.critic`` or ``Critic.load(path)``, gated with ``check_critic`` first), or any object
+    with ``score(contexts, responses, head=, weights=, batch_size=)``; ``head``: a judge metric
+    name or ``"combined"`` (default), the weighted mean of the heads with ``weights`` ({metric:
+    weight}; default equal); ``batch_size`` (default 64). The critic is passed in, never loaded
+    here, so this plugin imports no other plugin (ECR-RL imports it)."""
 
     name = "critic"
     description = "Trained critic's predicted judge score (one head or weighted 'combined'), in [0, 1]."
 
     def __init__(self, **options):
         super().__init__(**options)
-        _unknown_options(self, {"path", "critic", "head", "weights", "encoder", "min_spearman", "batch_size"})
-        if options.get("path") is None and options.get("critic") is None:
-            raise UserError("reward 'critic' needs option path (a trained critic directory) or critic")
+        moved = sorted({"path", "encoder", "min_spearman"} & set(options))
+        if moved:
+            raise UserError(f"reward 'critic': option(s) {', '.join(moved)} are not read here; load and gate "
+                            "the critic with crsbench_plugins.ecr_rl.critic (Critic.load(path, encoder=...), "
+                            "check_critic(critic.report, min_spearman)) and pass it as option critic")
+        _unknown_options(self, {"critic", "head", "weights", "batch_size"})
+        if options.get("critic") is None:
+            raise UserError("reward 'critic' needs option critic (a loaded critic, e.g. Critic.load(path))")
         self.head = options.get("head", "combined")
         self.weights = options.get("weights")
-        self._critic = options.get("critic")
-
-    @property
-    def critic(self):
-        if self._critic is None:
-            from crsbench_plugins.ecr_rl.critic import Critic
-
-            self._critic = Critic.load(self.options["path"], encoder=self.options.get("encoder"))
-        if self.options.get("min_spearman") is not None and not getattr(self, "_checked", False):
-            from crsbench_plugins.ecr_rl.critic import check_critic
-
-            check_critic(self._critic.report or {}, float(self.options["min_spearman"]))
-            self._checked = True
-        return self._critic
+        self.critic = options["critic"]
 
     def score(self, samples, responses):
         _check_lengths(self, samples, responses)
