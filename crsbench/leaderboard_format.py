@@ -1,6 +1,6 @@
 """What every generated leaderboard file shares: the generated-file marker, the missing-cell
-mark, the digest width and the CSV layout. A leaf: ``leaderboard.py`` and
-``judge_leaderboard.py`` both import it (and not each other both ways)."""
+mark, the digest width and the CSV layout. A leaf: the ``leaderboard_*`` modules and
+``judge_leaderboard.py`` import it (and not each other both ways)."""
 from __future__ import annotations
 
 import csv

@@ -145,7 +145,7 @@ def _run_images(run_dir: Path) -> list[Path]:
 def _md_text(text) -> str:
     """Text from run files for a Markdown line or table cell: no HTML tag, code span or table
     break can come from a model name, a reply or a sample id."""
-    from crsbench.leaderboard import md_text
+    from crsbench.leaderboard_markdown import md_text
 
     return md_text(text)
 

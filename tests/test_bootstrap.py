@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from crsbench.bootstrap import draw_dialog_counts, paired_p_value, percentile_ci, replicate_scores
-from crsbench.evaluation import _base_record, compare_records, score_records
+from crsbench.evaluation import compare_records, score_records
 from crsbench.metrics import generation, recommendation
 from crsbench.metrics.base import RECOMMENDATION, Units
+from crsbench.predictions import _base_record
 
 
 def all_metrics():

@@ -1,4 +1,4 @@
-"""The judge critic (plugins/ecr_rl/critic.py): it learns a learnable score, its validation
+"""The judge critic (plugins/ecr_rl/critic*.py): it learns a learnable score, its validation
 gate stops a critic that learned nothing, and it survives a save/load round trip.
 
 A cheap deterministic encoder stands in for MiniLM; one slow test uses the real encoder.
@@ -359,7 +359,7 @@ def test_context_level_signal_passes_spearman_but_fails_the_within_context_gate(
 
 
 def test_pairwise_accuracy_counts_ties_and_kinds():
-    from crsbench_plugins.ecr_rl.critic import pairwise_accuracy
+    from crsbench_plugins.ecr_rl.critic_stats import pairwise_accuracy
 
     group = np.array([0, 0, 0, 1, 1])
     target = np.array([1.0, 2.0, 2.0, 5.0, 3.0])  # one judge tie in context 0: not compared

@@ -14,8 +14,11 @@ import pytest
 import torch
 
 from crsbench.errors import UserError
-from crsbench_plugins.ecr.generator import (MOVIE, SEP, PromptedLM, build_backbone, generate, lm_inputs,
-                                            lm_loss_sum, train_lm, train_tokenizer)
+from crsbench_plugins.ecr.lm_build import build_backbone, train_tokenizer
+from crsbench_plugins.ecr.lm_common import MOVIE, SEP
+from crsbench_plugins.ecr.lm_data import PromptedLM, lm_inputs, lm_loss_sum
+from crsbench_plugins.ecr.lm_decode import generate
+from crsbench_plugins.ecr.lm_train import train_lm
 
 TINY = {"backbone": "scratch-gpt2", "n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128,
         "dropout": 0.1, "seed": 0}
@@ -315,7 +318,8 @@ DIST_SCRIPT = textwrap.dedent("""
     import json, sys, torch
     from transformers import AutoTokenizer
     from safetensors.torch import save_file
-    from crsbench_plugins.ecr.generator import build_backbone, train_lm
+    from crsbench_plugins.ecr.lm_build import build_backbone
+    from crsbench_plugins.ecr.lm_train import train_lm
     tok_dir, data_file, stage, out = sys.argv[1:5]
     tok = AutoTokenizer.from_pretrained(tok_dir)
     examples = json.loads(open(data_file).read())

@@ -110,7 +110,7 @@ def test_plugin_api_documents_the_data_formats():
     """Model/RunContext/Task members, sample keys, prediction-record and result fields are all named."""
     import dataclasses
 
-    from crsbench.evaluation import _base_record
+    from crsbench.predictions import _base_record
     from crsbench.results import build_result
     from crsbench.runner import evaluation_summary
 

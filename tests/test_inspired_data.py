@@ -16,8 +16,9 @@ import pytest
 
 from crsbench import leaderboard
 from crsbench.errors import DataError
-from crsbench.evaluation import _base_record, score_records
+from crsbench.evaluation import score_records
 from crsbench.metrics import recommendation
+from crsbench.predictions import _base_record
 from crsbench.protocols import evaluated_ranks
 from crsbench.task import Task
 from crsbench_tasks.inspired import preprocess, reference

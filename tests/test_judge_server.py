@@ -97,7 +97,7 @@ def llama_server(tmp_path_factory):
         if os.environ.get("CRSBENCH_REQUIRE_JUDGE_SERVER") == "1":
             pytest.fail(missing + "; CRSBENCH_REQUIRE_JUDGE_SERVER=1 requires it")
         pytest.skip(missing)
-    from crsbench_plugins.judges.local import smollm2_path
+    from crsbench_plugins.judges.smollm2 import smollm2_path
 
     directory, name = smollm2_path()
     port = _free_port()
@@ -179,7 +179,7 @@ def _spearman(a: list[float], b: list[float]) -> float:
 
 # -- agreement with the in-process judge ------------------------------------------------------------
 def test_digit_method_through_the_server_matches_the_in_process_judge(remote, samples):
-    from crsbench_plugins.judges.local import SmolLM2Judge
+    from crsbench_plugins.judges.smollm2 import SmolLM2Judge
 
     results, stats, remote_s = remote
     local = SmolLM2Judge(device="cpu", chat_template=False, threads=1, rubric="ecr-subjective-v1")
@@ -210,7 +210,7 @@ def test_the_server_adds_no_bos_token_and_tokenizes_almost_like_transformers(lla
     transformers."""
     import difflib
 
-    from crsbench_plugins.judges.local import SmolLM2Judge
+    from crsbench_plugins.judges.smollm2 import SmolLM2Judge
 
     prompt = server_judge(llama_server.base_url).digit_prompts(samples[0])[0]
     root = llama_server.base_url.rsplit("/v1", 1)[0]

@@ -18,8 +18,8 @@ from scipy import stats
 
 from crsbench import hookimpl
 from crsbench.judge import Judge, JudgeScore
-from crsbench.judge_validation import (_spearman, find_validation, read_validation, record_filename,
-                                       score_run, write_validation)
+from crsbench.judge_stats import _spearman
+from crsbench.judge_validation import find_validation, read_validation, record_filename, score_run, write_validation
 from crsbench_plugins.judges import crsarena
 from crsbench_plugins.judges import plugin as judges_plugin
 from crsbench_plugins.judges.rubrics import CRSARENA_DIALOGUE, CRSARENA_TURN

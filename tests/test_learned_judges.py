@@ -12,7 +12,7 @@ import pytest
 from crsbench.errors import UserError
 from crsbench.judge import JudgeInput
 from crsbench.judge_validation import find_validation
-from crsbench_plugins.judges import train_learned
+from crsbench_plugins.judges import train_data, train_minilm_contrast, train_minilm_human, train_ridge
 from crsbench_plugins.judges.learned import (AB_JUDGES, DATA_DIR, RUBRIC, LinearModel, MiniLMContrastJudge,
                                              MiniLMHumanAJudge, MiniLMHumanBJudge, MiniLMHumanJudge, read_meta)
 from crsbench_plugins.judges.learned_features import FEATURE_VERSION, feature_names, split_pair
@@ -23,8 +23,8 @@ JUDGES = (MiniLMHumanJudge, MiniLMContrastJudge, MiniLMHumanAJudge, MiniLMHumanB
 @pytest.fixture(scope="module")
 def crsarena():
     """(benchmark, data, turn units, features) of the bundled CRSArena-Eval ReDial half."""
-    benchmark, data, units = train_learned.turn_units()
-    return benchmark, data, units, train_learned.unit_features(units, cache=False)
+    benchmark, data, units = train_data.turn_units()
+    return benchmark, data, units, train_data.unit_features(units, cache=False)
 
 
 @pytest.fixture(scope="module")
@@ -93,18 +93,18 @@ def test_split_pair_reads_roles_or_assumes_alternation():
 def test_grouped_folds_never_split_a_conversation(crsarena):
     _, _, units, _ = crsarena
     groups = [u.group for u in units]
-    fold = train_learned.grouped_folds(groups, train_learned.K_FOLDS, train_learned.SEED)
-    assert sorted(set(fold.tolist())) == list(range(train_learned.K_FOLDS))
-    for f in range(train_learned.K_FOLDS):
+    fold = train_ridge.grouped_folds(groups, train_ridge.K_FOLDS, train_ridge.SEED)
+    assert sorted(set(fold.tolist())) == list(range(train_ridge.K_FOLDS))
+    for f in range(train_ridge.K_FOLDS):
         train = {g for g, k in zip(groups, fold) if k != f}
         test = {g for g, k in zip(groups, fold) if k == f}
         assert test and not train & test
     # the same split whatever the order of the units
     order = np.random.default_rng(1).permutation(len(groups))
-    shuffled = train_learned.grouped_folds([groups[i] for i in order], train_learned.K_FOLDS, train_learned.SEED)
+    shuffled = train_ridge.grouped_folds([groups[i] for i in order], train_ridge.K_FOLDS, train_ridge.SEED)
     assert (shuffled == fold[order]).all()
     # the inner split of a training part keeps conversations whole too
-    inner = train_learned.grouped_folds([g for g, k in zip(groups, fold) if k != 0], train_learned.INNER_FOLDS, 1)
+    inner = train_ridge.grouped_folds([g for g, k in zip(groups, fold) if k != 0], train_ridge.INNER_FOLDS, 1)
     seen: dict = {}
     for g, k in zip([g for g, k in zip(groups, fold) if k != 0], inner):
         assert seen.setdefault(g, k) == k
@@ -152,7 +152,7 @@ def test_scores_of_labelled_turns_agree_with_people(crsarena):
 def test_retraining_reproduces_the_shipped_human_weights_and_record(crsarena, tmp_path, monkeypatch):
     benchmark, data, units, X = crsarena
     assert X.shape == (len(units), len(feature_names()))
-    real_out_of_fold, splits = train_learned.out_of_fold, []
+    real_out_of_fold, splits = train_minilm_human.out_of_fold, []
 
     def checked(X, y, groups, test_masks, *args, **kwargs):  # the splits training really uses
         for test in test_masks:
@@ -161,15 +161,15 @@ def test_retraining_reproduces_the_shipped_human_weights_and_record(crsarena, tm
         splits.append(len(test_masks))
         return real_out_of_fold(X, y, groups, test_masks, *args, **kwargs)
 
-    monkeypatch.setattr(train_learned, "out_of_fold", checked)
-    record = train_learned.train_human(tmp_path, features=X, n_bootstrap=0, leave_one_system_out=False)
+    monkeypatch.setattr(train_minilm_human, "out_of_fold", checked)
+    record = train_minilm_human.train_human(tmp_path, features=X, n_bootstrap=0, leave_one_system_out=False)
     shipped = LinearModel.load(DATA_DIR / MiniLMHumanJudge.weights_stem)
     retrained = LinearModel.load(tmp_path / MiniLMHumanJudge.weights_stem)
-    assert splits == [train_learned.K_FOLDS] * 2  # one grouped K-fold run per aspect
+    assert splits == [train_ridge.K_FOLDS] * 2  # one grouped K-fold run per aspect
     assert np.allclose(shipped.scores(X), retrained.scores(X), atol=1e-3)
     published = find_validation(MiniLMHumanJudge().judge_id, RUBRIC, "redial")
     assert published is not None, "no validation record for the shipped minilm-human weights"
-    assert published["split"] == record["split"] == train_learned.HUMAN_SPLIT
+    assert published["split"] == record["split"] == train_minilm_human.HUMAN_SPLIT
     for aspect in ("relevance", "interestingness"):
         for key in ("spearman", "within_system_spearman", "pearson"):
             assert abs(record["aspects"][aspect][key] - published["aspects"][aspect][key]) < 0.005, (aspect, key)
@@ -178,7 +178,7 @@ def test_retraining_reproduces_the_shipped_human_weights_and_record(crsarena, tm
 def test_the_contrast_judge_has_a_record_with_its_split():
     record = find_validation(MiniLMContrastJudge().judge_id, RUBRIC, "redial")
     assert record is not None, "no validation record for the shipped minilm-contrast weights"
-    assert record["split"] == train_learned.CONTRAST_SPLIT and record["data"]["n_turns"] >= 1296
+    assert record["split"] == train_minilm_contrast.CONTRAST_SPLIT and record["data"]["n_turns"] >= 1296
     meta = read_meta(DATA_DIR / MiniLMContrastJudge.weights_stem)
     assert "train split" in meta["training_data"]["name"] and meta["training_data"]["n_real"] > 5000
 
@@ -199,7 +199,7 @@ def test_broken_weights_are_refused(tmp_path):
 # -- minilm-human-a / minilm-human-b: two judges on disjoint halves ------------------------------
 def test_the_ab_split_is_disjoint_stratified_and_deterministic(crsarena):
     _, _, units, _ = crsarena
-    part_of = train_learned.ab_split(units)
+    part_of = train_minilm_human.ab_split(units)
     assert set(part_of) == {u.group for u in units} and set(part_of.values()) == {"a", "b"}
     per_system: dict = {}
     for u in {u.group: u for u in units}.values():
@@ -209,25 +209,25 @@ def test_the_ab_split_is_disjoint_stratified_and_deterministic(crsarena):
         assert abs(parts.count("a") - parts.count("b")) <= 1, system
     assert abs(list(part_of.values()).count("a") - list(part_of.values()).count("b")) <= 1
     shuffled = [units[i] for i in np.random.default_rng(3).permutation(len(units))]
-    assert train_learned.ab_split(shuffled) == part_of  # independent of the units' order
-    other_seed = train_learned.ab_split(units, seed=1)
+    assert train_minilm_human.ab_split(shuffled) == part_of  # independent of the units' order
+    other_seed = train_minilm_human.ab_split(units, seed=1)
     assert other_seed != part_of and 0.3 < np.mean([other_seed[g] == part_of[g] for g in part_of]) < 0.7
 
 
-@pytest.mark.parametrize("part", train_learned.AB_PARTS)
+@pytest.mark.parametrize("part", train_minilm_human.AB_PARTS)
 def test_each_half_judge_trains_on_its_part_only_and_the_shipped_weights_and_record_reproduce(
         part, crsarena, tmp_path, monkeypatch):
     benchmark, data, units, X = crsarena
-    part_of = train_learned.ab_split(units)
+    part_of = train_minilm_human.ab_split(units)
     mine = {g for g, p in part_of.items() if p == part}
-    real_select, seen = train_learned.select_ridge, []
+    real_select, seen = train_minilm_human.select_ridge, []
 
     def checked(X, y, groups, *args, **kwargs):  # the conversations the penalty search and the fit see
         seen.append(set(groups))
         return real_select(X, y, groups, *args, **kwargs)
 
-    monkeypatch.setattr(train_learned, "select_ridge", checked)
-    record = train_learned.train_part(tmp_path / "clean", part, features=X, n_bootstrap=0)
+    monkeypatch.setattr(train_minilm_human, "select_ridge", checked)
+    record = train_minilm_human.train_part(tmp_path / "clean", part, features=X, n_bootstrap=0)
     assert len(seen) == 2 and all(s == mine for s in seen)  # one search per aspect, on part `part` only
     assert record["_heldout"] == set(part_of) - mine and not record["_heldout"] & mine
     assert {k[0] for k in record["_predictions"]} == record["_heldout"]
@@ -237,7 +237,7 @@ def test_each_half_judge_trains_on_its_part_only_and_the_shipped_weights_and_rec
     noisy = X.copy()
     held = np.array([u.group in record["_heldout"] for u in units])
     noisy[held] = np.random.default_rng(0).normal(size=(int(held.sum()), X.shape[1])) * 100
-    train_learned.train_part(tmp_path / "noisy", part, features=noisy, n_bootstrap=0)
+    train_minilm_human.train_part(tmp_path / "noisy", part, features=noisy, n_bootstrap=0)
     stem = AB_JUDGES[part].weights_stem
     clean, garbage = LinearModel.load(tmp_path / "clean" / stem), LinearModel.load(tmp_path / "noisy" / stem)
     assert np.allclose(clean.w, garbage.w) and np.allclose(clean.b, garbage.b) and np.allclose(clean.mean, garbage.mean)
@@ -246,11 +246,11 @@ def test_each_half_judge_trains_on_its_part_only_and_the_shipped_weights_and_rec
     assert np.allclose(shipped.scores(X), clean.scores(X), atol=1e-3)
     judge = AB_JUDGES[part]()
     assert read_meta(DATA_DIR / stem)["training_data"]["conversations_sha256"] == \
-        train_learned.conversations_sha256(mine)
+        train_minilm_human.conversations_sha256(mine)
     published = find_validation(judge.judge_id, RUBRIC)
     assert published is not None, f"no validation record for the shipped {judge.name} weights"
     assert published["split"] == record["split"] and published["data"]["subset"] == record["data"]["subset"]
-    assert published["data"]["conversations_sha256"] == train_learned.conversations_sha256(record["_heldout"])
+    assert published["data"]["conversations_sha256"] == train_minilm_human.conversations_sha256(record["_heldout"])
     for aspect in ("relevance", "interestingness"):
         for key in ("spearman", "within_system_spearman", "pearson"):
             assert abs(record["aspects"][aspect][key] - published["aspects"][aspect][key]) < 0.005, (aspect, key)

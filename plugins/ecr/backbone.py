@@ -32,23 +32,24 @@ def dialogue_examples(train: list[dict], eos: str, turns: int | None) -> list[di
 
 def frozen_lm(cfg: dict, train: list[dict], stage_dir: Path, seed: int, device, progress: bool):
     """``(lm, tokenizer, summary)``; the LM is on ``device`` and trained (if at all) once."""
-    from crsbench_plugins.ecr import generator
+    from crsbench_plugins.ecr.lm_build import build_backbone
+    from crsbench_plugins.ecr.lm_train import train_lm
     from crsbench_plugins.ecr.templates import seeded_subset, shared_lm
 
     lcfg = dict(cfg["lm"], seed=seed, local_files_only=not cfg.get("allow_downloads", False))
     stage_dir = Path(stage_dir)
     if lcfg["backbone"] != "scratch-gpt2":
-        model, tokenizer = generator.build_backbone(lcfg)
+        model, tokenizer = build_backbone(lcfg)
         model.to(device)
         return model, tokenizer, {"backbone": lcfg["backbone"], "trained": False,
                                   "parameters": sum(p.numel() for p in model.parameters())}
     tokenizer = shared_lm(cfg, train, stage_dir.parent)
-    model, tokenizer = generator.build_backbone(lcfg, tokenizer)
+    model, tokenizer = build_backbone(lcfg, tokenizer)
     pcfg = dict(lcfg["pretrain"], seed=seed, cpu=str(device) == "cpu",
                 mixed_precision=cfg.get("mixed_precision", "no"))
     examples = seeded_subset(dialogue_examples(train, tokenizer.eos_token, cfg["context_turns"]),
                              pcfg.get("max_train"), seed)
-    summary = generator.train_lm(model, tokenizer, examples, pcfg, stage_dir, progress=progress)
+    summary = train_lm(model, tokenizer, examples, pcfg, stage_dir, progress=progress)
     model.to(device)
     return model, tokenizer, {"backbone": "scratch-gpt2", "trained": True, "n_examples": len(examples),
                               "parameters": sum(p.numel() for p in model.parameters()),

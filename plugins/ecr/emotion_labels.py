@@ -1,7 +1,7 @@
 """Emotion vectors for seeker utterances, as the recommender consumes them.
 
 The annotator labels a sample of training utterances, the classifier learns from those
-labels and labels everything else (``emotion.EmotionClassifier``); each utterance keeps
+labels and labels everything else (``emotion_classifier.EmotionClassifier``); each utterance keeps
 its labels above beta (at most two), renormalised, as a 9-dim vector.
 """
 from __future__ import annotations
@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from crsbench_plugins.ecr.emotion import EMOTIONS, EmotionClassifier, keep_labels, make_annotator
+from crsbench_plugins.ecr.annotator_registry import make_annotator
+from crsbench_plugins.ecr.emotion_base import EMOTIONS, keep_labels
+from crsbench_plugins.ecr.emotion_classifier import EmotionClassifier
 
 
 class EmotionLabeler:

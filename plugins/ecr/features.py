@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from crsbench_plugins.ecr.emotion import EMOTIONS
+from crsbench_plugins.ecr.emotion_base import EMOTIONS
 
 N_EMOTIONS = len(EMOTIONS)
 

@@ -277,7 +277,7 @@ def prompted_forward(lm, kv: torch.Tensor, prompt_mask: torch.Tensor, input_ids:
     Positions count from each row's first real token (the prompt takes no positions, as in
     the official code, whose attention concatenates the prompt without shifting positions).
     """
-    from crsbench_plugins.ecr.generator import cache_kwarg
+    from crsbench_plugins.ecr.lm_common import cache_kwarg
 
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     mask = torch.cat([prompt_mask.to(attention_mask.dtype), attention_mask], 1)

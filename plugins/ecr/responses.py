@@ -100,7 +100,8 @@ class ResponseGenerator:
 
     @classmethod
     def fit(cls, cfg, train, valid, state, stage_dir: Path, progress=True):
-        from crsbench_plugins.ecr import generator
+        from crsbench_plugins.ecr.lm_build import build_backbone
+        from crsbench_plugins.ecr.lm_train import train_lm
 
         stage_dir = Path(stage_dir)
         rcfg = dict(cfg["responses"], seed=state.seed)
@@ -124,10 +125,10 @@ class ResponseGenerator:
             model, tokenizer = copy.deepcopy(state.lm).requires_grad_(True), state.lm_tokenizer
         else:
             gcfg = dict(cfg["generator"], seed=state.seed, local_files_only=not cfg.get("allow_downloads", False))
-            model, tokenizer = generator.build_backbone(gcfg)
+            model, tokenizer = build_backbone(gcfg)
         rcfg["cpu"] = str(state.device) == "cpu"
         rcfg.setdefault("mixed_precision", cfg.get("mixed_precision", "no"))
-        summary = generator.train_lm(model, tokenizer, examples, rcfg, stage_dir, progress=progress)
+        summary = train_lm(model, tokenizer, examples, rcfg, stage_dir, progress=progress)
         summary = dict(stage_summary(summary), n_examples=len(examples), prompt_format=PROMPT_FORMAT,
                        source="reviews_file + ReDial" if rcfg.get("reviews_file") else "ReDial recommender turns")
         model.eval()
@@ -141,10 +142,10 @@ class ResponseGenerator:
     def generate(self, requests: list[tuple[list[int], str]], model=None) -> list[str]:
         """Greedy replies for ``(recommended items, filled template)`` requests, by ``model``
         (default: this generator's; ECR-RL passes its reference or its policy)."""
-        from crsbench_plugins.ecr import generator
+        from crsbench_plugins.ecr import lm_decode
 
         rcfg = self.cfg["responses"]
         prompts = [self.prompt(r) for r in requests]
-        return generator.generate(model or self.model, self.tokenizer, prompts, max_new_tokens=rcfg["max_new_tokens"],
+        return lm_decode.generate(model or self.model, self.tokenizer, prompts, max_new_tokens=rcfg["max_new_tokens"],
                                   batch_size=self.cfg["decode"]["batch_size"],
                                   no_repeat_ngram_size=self.cfg["decode"]["no_repeat_ngram_size"], progress=False)

@@ -21,7 +21,7 @@ IGNORE = -100
 
 def shared_lm(cfg: dict, train: list[dict], ckpt: Path):
     """The BPE tokenizer of a scratch LM, trained once on the task's training text."""
-    from crsbench_plugins.ecr import generator
+    from crsbench_plugins.ecr.lm_build import train_tokenizer
 
     from transformers import PreTrainedTokenizerFast
 
@@ -32,7 +32,7 @@ def shared_lm(cfg: dict, train: list[dict], ckpt: Path):
         if distributed.is_main():  # one writer; other processes load what it wrote
             texts = [t for s in train for t in s["context"]] + [s["response"] for s in train] + \
                     [s["response_template"] for s in train]
-            generator.train_tokenizer(texts, cfg["lm"]["vocab_size"], tok_dir)
+            train_tokenizer(texts, cfg["lm"]["vocab_size"], tok_dir)
         distributed.barrier()
     return PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
 
@@ -120,7 +120,8 @@ def greedy_with_prompt(lm, kv, prompt_mask, input_ids, attention_mask, eos: int,
     """Greedy decoding after the prompt's keys/values and the (left-padded) inputs, with a KV
     cache; n-grams already in a row's input or output are not repeated (transformers'
     ``no_repeat_ngram_size``)."""
-    from crsbench_plugins.ecr.generator import NgramIndex, cache_of, decode_loop
+    from crsbench_plugins.ecr.lm_common import cache_of
+    from crsbench_plugins.ecr.lm_decode import NgramIndex, decode_loop
     from crsbench_plugins.ecr.prompt_model import prompted_forward
 
     n = input_ids.shape[0]

@@ -11,23 +11,25 @@ judge computes it. Transient failures (timeouts, connection errors, HTTP 5xx and
 ``retry_bad_body`` also a 200 that is not a completion) are retried with exponential
 backoff; other 4xx errors are not. A pair that still fails, or whose answer cannot be
 parsed, gets ``JudgeScore(None, error)`` and is counted in ``stats()``.
+
+The answers are read in ``http_answers.py``, one attempt is bounded in ``http_transport.py``.
 """
 from __future__ import annotations
 
 import http.client
 import json
-import math
 import os
-import re
 import socket
 import time
 import urllib.error
 import urllib.request
-from typing import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from crsbench.errors import UserError
-from crsbench.judge import Judge, JudgeInput, JudgeScore, check_score
+from crsbench.judge import Judge, JudgeInput, JudgeScore
+# parse_scores and expected_digit stay importable from here: docs/judges.md names them so
+from crsbench_plugins.judges.http_answers import ERROR_BODY_CHARS, expected_digit, parse_scores, top_logprobs
+from crsbench_plugins.judges.http_transport import BadBody, Fatal, Retryable, TooLarge, Watchdog, read_capped, watched_opener
 from crsbench_plugins.judges.prompts import answer_text, plain_prompt_parts
 
 OPTIONS = {"base_url", "model", "model_id", "api_key_env", "timeout", "max_retries", "backoff", "max_backoff",
@@ -37,215 +39,6 @@ DEFAULTS = {"base_url": "https://api.openai.com/v1", "api_key_env": "OPENAI_API_
             "max_retries": 4, "backoff": 1.0, "max_backoff": 30.0, "concurrency": 4, "temperature": 0.0,
             "max_tokens": 200, "json_mode": False, "method": "json-all-metrics", "top_logprobs": 20,
             "digit_tokens": "plain", "retry_bad_body": False, "deadline": None, "max_response_bytes": 8 << 20}
-ERROR_BODY_CHARS = 300
-
-
-class _Retryable(Exception):
-    """A transient failure: worth another try."""
-
-
-class _Fatal(Exception):
-    """A failure another try will not fix (4xx other than 429)."""
-
-
-class _BadBody(Exception):
-    """The server answered 200 with something that is not a (chat) completion."""
-
-
-# -- parsing ----------------------------------------------------------------------------------
-_KEY_RE = re.compile(r"[^a-z]+")
-_FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
-
-
-def _norm_key(key: str) -> str:
-    return _KEY_RE.sub("_", str(key).lower()).strip("_")
-
-
-def _from_mapping(obj: dict, metrics: Sequence[str]) -> dict[str, float]:
-    found = {}
-    for key, value in obj.items():
-        metric = _norm_key(key)
-        if metric not in metrics:
-            continue
-        if isinstance(value, dict):  # {"informativeness": {"score": 7, "reason": ...}}
-            value = next((value[k] for k in ("score", "value", "rating") if k in value), None)
-        if isinstance(value, str):
-            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*9)?\s*", value)
-            value = match.group(1) if match else value
-        found[metric] = check_score(value)
-    return found
-
-
-def _json_candidates(text: str):
-    yield text
-    for block in _FENCE_RE.findall(text):
-        yield block
-    start, end = text.find("{"), text.rfind("}")
-    if 0 <= start < end:
-        yield text[start:end + 1]
-
-
-def _line_pattern(metric: str) -> re.Pattern:
-    return re.compile(r"[\"']?" + metric.replace("_", r"[\s_-]*") + r"[\"']?\s*(?:\*\*)?\s*[:=\-]\s*(?:\*\*)?\s*"
-                      r"(\d+(?:\.\d+)?)(?!\d)", re.I)
-
-
-def parse_scores(text: str, metrics: Sequence[str]) -> dict[str, float]:
-    """The scores of ``metrics`` in a judge's answer: a JSON object (possibly inside a code fence or
-    surrounded by prose), or ``metric: N`` lines. Raises ``ValueError`` naming what is
-    missing or out of range."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("empty answer")
-    problems = []
-    for candidate in _json_candidates(text.strip()):
-        try:
-            obj = json.loads(candidate)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            if isinstance(obj.get("scores"), dict):
-                obj = obj["scores"]
-            try:
-                found = _from_mapping(obj, metrics)
-            except (TypeError, ValueError) as exc:
-                problems.append(str(exc))
-                continue
-            if set(found) == set(metrics):
-                return found
-    found = {}
-    for metric in metrics:
-        match = _line_pattern(metric).search(text)
-        if match:
-            found[metric] = check_score(match.group(1))
-    if set(found) == set(metrics):
-        return found
-    missing = [m for m in metrics if m not in found]
-    detail = f"; {problems[0]}" if problems else ""
-    raise ValueError(f"no score for {', '.join(missing)}{detail}")
-
-
-# -- digit expectation from top log-probabilities -------------------------------------------
-def expected_digit(top: dict[str, float], digits: Sequence[str]) -> tuple[float, float]:
-    """``(expected digit, digit mass)`` from one position's top log-probabilities
-    (token -> logprob): the digits among them renormalised over the digits, as the local
-    judge does over all ten. Raises ``ValueError`` when no digit is among them."""
-    found = {}
-    for token, logprob in top.items():
-        if token in digits:
-            value = float(logprob)
-            if math.isnan(value):
-                raise ValueError(f"logprob of {token!r} is NaN")
-            found[digits.index(token)] = value
-    if not found:
-        shown = sorted(top.items(), key=lambda kv: -float(kv[1]))[:5]
-        raise ValueError(f"no digit among the top {len(top)} tokens (best: {shown})")
-    peak = max(found.values())
-    weights = {d: math.exp(lp - peak) for d, lp in found.items()}
-    total = sum(weights.values())
-    return sum(d * w for d, w in weights.items()) / total, total * math.exp(peak)
-
-
-def _top_logprobs(choice: dict) -> dict[str, float]:
-    """The first generated token's top log-probabilities from a completion choice: the legacy
-    completions format (``logprobs.top_logprobs[0]`` is ``{token: logprob}``, llama.cpp and
-    vLLM), or the chat format (``logprobs.content[0].top_logprobs`` is a list of
-    ``{"token", "logprob"}``)."""
-    logprobs = choice.get("logprobs")
-    if not isinstance(logprobs, dict):
-        raise ValueError("the completion has no logprobs (does the endpoint return logprobs on /completions?)")
-    if isinstance(logprobs.get("top_logprobs"), list) and logprobs["top_logprobs"]:
-        first = logprobs["top_logprobs"][0]
-        if isinstance(first, dict) and first:
-            return {str(k): float(v) for k, v in first.items() if isinstance(v, (int, float))}
-    content = logprobs.get("content")
-    if isinstance(content, list) and content and isinstance(content[0], dict):
-        entries = content[0].get("top_logprobs") or []
-        return {str(e["token"]): float(e["logprob"]) for e in entries
-                if isinstance(e, dict) and "token" in e and isinstance(e.get("logprob"), (int, float))}
-    raise ValueError(f"no top logprobs in the completion: {json.dumps(logprobs)[:ERROR_BODY_CHARS]}")
-
-
-# -- bounded requests ---------------------------------------------------------------------------
-class _TooLarge(Exception):
-    """The server sent more than ``max_response_bytes``."""
-
-
-class _Watchdog:
-    """A total deadline for one HTTP attempt. ``timeout`` bounds each socket read, so a server
-    that sends a byte every second would otherwise hold a request for ever; when the deadline
-    passes, the watchdog shuts the connection's socket down, which ends whatever read is
-    blocked, and the attempt fails as a timeout."""
-
-    def __init__(self, seconds: float):
-        import threading
-
-        self.fired = False
-        self._sock = None
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def attach(self, sock) -> None:
-        with self._lock:
-            self._sock = sock
-            if self.fired:
-                self._shutdown()
-
-    def _fire(self) -> None:
-        with self._lock:
-            self.fired = True
-            self._shutdown()
-
-    def _shutdown(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-def _opener(watchdog: _Watchdog):
-    """A urllib opener (proxies and redirects as usual) whose connections report their socket
-    to ``watchdog``."""
-    def watched(base):
-        class Connection(base):
-            def connect(self):
-                super().connect()
-                watchdog.attach(self.sock)
-        return Connection
-
-    class Handler(urllib.request.HTTPHandler):
-        def http_open(self, req):
-            return self.do_open(watched(http.client.HTTPConnection), req)
-
-    class SecureHandler(urllib.request.HTTPSHandler):
-        def https_open(self, req):
-            return self.do_open(watched(http.client.HTTPSConnection), req, context=self._context)
-
-    return urllib.request.build_opener(Handler(), SecureHandler())
-
-
-def _read_capped(response, limit: int) -> bytes:
-    """The response body, or _TooLarge as soon as it passes ``limit`` bytes (never read whole)."""
-    declared = response.headers.get("Content-Length") if response.headers else None
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge(f"the response is {int(declared)} bytes, more than max_response_bytes={limit}")
-    chunks, total = [], 0
-    while True:
-        chunk = response.read(min(65536, limit + 1 - total))
-        if not chunk:
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > limit:
-            raise _TooLarge(f"the response is larger than max_response_bytes={limit}")
-        chunks.append(chunk)
-
-
-# -- the judge --------------------------------------------------------------------------------
 METHODS = ("json-all-metrics", "digit-expectation")
 DIGIT_TOKENS = ("plain", "spaced")
 
@@ -371,16 +164,16 @@ class OpenAIJudge(Judge):
                 "logprobs": self.top_logprobs, "echo": False}
 
     def _post_once(self, data: bytes) -> dict:
-        """The first choice of one attempt's completion, or _Retryable / _Fatal / _BadBody. The
-        attempt, error body included, ends by ``deadline`` (see :class:`_Watchdog`)."""
+        """The first choice of one attempt's completion, or Retryable / Fatal / BadBody. The
+        attempt, error body included, ends by ``deadline`` (see ``http_transport.Watchdog``)."""
         request = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
         self.count("requests")
-        watchdog = _Watchdog(self.deadline)
+        watchdog = Watchdog(self.deadline)
         try:
-            with _opener(watchdog).open(request, timeout=self.timeout) as response:
-                raw = _read_capped(response, self.max_response_bytes)
-        except _TooLarge as exc:
-            raise _Fatal(str(exc)) from None
+            with watched_opener(watchdog).open(request, timeout=self.timeout) as response:
+                raw = read_capped(response, self.max_response_bytes)
+        except TooLarge as exc:
+            raise Fatal(str(exc)) from None
         except urllib.error.HTTPError as exc:
             try:
                 detail = exc.read(ERROR_BODY_CHARS * 4).decode("utf-8", "replace")[:ERROR_BODY_CHARS]
@@ -389,26 +182,26 @@ class OpenAIJudge(Judge):
             message = f"HTTP {exc.code} {exc.reason}: {detail}".strip().rstrip(":")
             if exc.code == 429 or 500 <= exc.code < 600:
                 retry_after = exc.headers.get("Retry-After") if exc.headers else None
-                error = _Retryable(message)
+                error = Retryable(message)
                 error.retry_after = retry_after  # type: ignore[attr-defined]
                 raise error from None
-            raise _Fatal(message) from None
+            raise Fatal(message) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             if watchdog.fired:
                 self.count("timeouts")
-                raise _Retryable(f"no complete answer within the {self.deadline:g}s deadline") from None
+                raise Retryable(f"no complete answer within the {self.deadline:g}s deadline") from None
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             if isinstance(reason, (TimeoutError, socket.timeout)):
                 self.count("timeouts")
-                raise _Retryable(f"timed out after {self.timeout:g}s") from None
+                raise Retryable(f"timed out after {self.timeout:g}s") from None
             if isinstance(exc, urllib.error.URLError):
-                raise _Retryable(f"connection failed: {reason}") from None
-            raise _Retryable(f"connection failed: {type(exc).__name__}: {exc}") from None
+                raise Retryable(f"connection failed: {reason}") from None
+            raise Retryable(f"connection failed: {type(exc).__name__}: {exc}") from None
         finally:
             watchdog.cancel()
         if watchdog.fired:  # the shutdown may end a read as a short, apparently complete body
             self.count("timeouts")
-            raise _Retryable(f"no complete answer within the {self.deadline:g}s deadline")
+            raise Retryable(f"no complete answer within the {self.deadline:g}s deadline")
         return self._choice(raw)
 
     def _choice(self, raw: bytes) -> dict:
@@ -421,9 +214,9 @@ class OpenAIJudge(Judge):
             if self.method != "digit-expectation":
                 content = choice["message"]["content"]
                 if not isinstance(content, str):
-                    raise _BadBody(f"message content is {type(content).__name__}, not text")
+                    raise BadBody(f"message content is {type(content).__name__}, not text")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise _BadBody(f"not a {kind} ({type(exc).__name__}): {raw[:ERROR_BODY_CHARS]!r}") from None
+            raise BadBody(f"not a {kind} ({type(exc).__name__}): {raw[:ERROR_BODY_CHARS]!r}") from None
         return choice
 
     def _delay(self, attempt: int, error: Exception) -> float:
@@ -442,15 +235,15 @@ class OpenAIJudge(Judge):
         for attempt in range(self.max_retries + 1):
             try:
                 return self._post_once(data)
-            except _BadBody as exc:
+            except BadBody as exc:
                 if not self.retry_bad_body:
                     self.count("parse_failures")
                     raise _Failed(f"parse failure: {exc}") from None
                 self.count("bad_bodies")
                 error: Exception = exc
-            except _Retryable as exc:
+            except Retryable as exc:
                 error = exc
-            except _Fatal as exc:
+            except Fatal as exc:
                 self.count("errors")
                 raise _Failed(str(exc)) from None
             if attempt == self.max_retries:
@@ -473,7 +266,7 @@ class OpenAIJudge(Judge):
         for metric, prompt in zip(self.metrics, self.digit_prompts(item)):
             choice = self._request(self.completion_body(prompt))
             try:
-                scores[metric], mass = expected_digit(_top_logprobs(choice), self.digits)
+                scores[metric], mass = expected_digit(top_logprobs(choice), self.digits)
             except (ValueError, TypeError, KeyError) as exc:
                 self.count("parse_failures")
                 return JudgeScore(None, f"parse failure ({metric}): {exc}")  # no partial scores

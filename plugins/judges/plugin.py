@@ -14,7 +14,8 @@ from crsbench import hookimpl
 def register_judges(register):
     from crsbench.judge import MeanJudge
     from crsbench_plugins.judges.http import HTTPJudge, OpenAIJudge
-    from crsbench_plugins.judges.local import LocalJudge, SmolLM2Judge, TransformersJudge
+    from crsbench_plugins.judges.local import LocalJudge, TransformersJudge
+    from crsbench_plugins.judges.smollm2 import SmolLM2Judge
 
     for judge_class in (LocalJudge, TransformersJudge, SmolLM2Judge, OpenAIJudge, HTTPJudge, MeanJudge):
         register(judge_class)
