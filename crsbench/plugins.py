@@ -148,12 +148,16 @@ class PluginRegistry:
                     return
                 store[name] = Entry(name, obj, _plugin)
 
-            try:
-                impls[plugin_name].function(register)
-            except Exception as exc:
-                self._record_error(plugin_name, f"{hook_name}: {type(exc).__name__}: {exc}")
-                if os.environ.get("CRSBENCH_DEBUG"):
-                    traceback.print_exc()
+            self._call_isolated(impls[plugin_name], hook_name, register)
+
+    def _call_isolated(self, impl, hook_name: str, register) -> None:
+        """One plugin's hook implementation; its exception is recorded, not raised."""
+        try:
+            impl.function(register)
+        except Exception as exc:
+            self._record_error(impl.plugin_name, f"{hook_name}: {type(exc).__name__}: {exc}")
+            if os.environ.get("CRSBENCH_DEBUG"):
+                traceback.print_exc()
 
     def collected(self) -> dict[str, dict[str, Entry]]:
         if self._collected is None:
@@ -231,12 +235,7 @@ class PluginRegistry:
                 name = getattr(section, "name", None) or getattr(section, "__name__", None) or repr(section)
                 store.setdefault(f"{_plugin}:{name}", Entry(name, section, _plugin))
 
-            try:
-                impls[plugin_name].function(register)
-            except Exception as exc:
-                self._record_error(plugin_name, f"register_report_sections: {type(exc).__name__}: {exc}")
-                if os.environ.get("CRSBENCH_DEBUG"):
-                    traceback.print_exc()
+            self._call_isolated(impls[plugin_name], "register_report_sections", register)
         return store
 
     def report_sections(self) -> list[Entry]:

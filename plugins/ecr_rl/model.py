@@ -7,10 +7,11 @@ from crsbench_plugins.ecr_rl.config import rl_profiles
 
 class ECRRLModel(ECRModel):
     name = "ecr-rl"
-    # 3.0: rewarded by a judge validated against people, evaluated by another validated judge,
+    # 3.1: built on ECR 3.1 (the cpu profile keeps the stage-2 epoch with the best validation
+    # R@50); 3.0: rewarded by a judge validated against people, evaluated by another validated judge,
     # with seeds and a control arm; 2.1: the policy writes the whole reply, critic gated within
     # contexts; 2.0: built on ECR 2.0
-    version = "3.0"
+    version = "3.1"
     description = "ECR + RL on the response generator (validated judge -> TRL GRPO with KL to ECR)"
     profiles = rl_profiles()
     @classmethod
