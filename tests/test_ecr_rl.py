@@ -46,6 +46,11 @@ def test_ecr_after_the_main_job_reuses_its_ecr_stages(runs, tmp_path):
     result, rl_result = load(ecr_dir), load(rl_dir)
     assert result["extra"]["reused_ecr_rl_run"] == str(tmp_path / rl_dir.name)
     assert not (ecr_dir / "checkpoints" / "rl").exists()
+    # a resumed run (here: predictions removed) still names the run its stages came from
+    (ecr_dir / "result.json").unlink()
+    (ecr_dir / "predictions.jsonl").unlink()
+    again = run("ecr", output_dir=tmp_path, **{k: v for k, v in ARGS.items() if k != "judge_sample"})
+    assert load(again)["extra"]["reused_ecr_rl_run"] == str(tmp_path / rl_dir.name)
     for key, cell in rl_result["metrics"].items():
         if key.startswith(("standard/", "dedup/")):
             assert result["metrics"][key]["value"] == cell["value"], key

@@ -79,18 +79,23 @@ def read_done(stage_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+REUSED_FROM = "reused_from.json"
+
+
 def reuse_rl_twin(cfg: dict, context) -> str | None:
     """Copy the ECR stage checkpoints of a matching ``crsbench run ecr-rl`` (same ECR
     configuration, task, data and seed) into this ``ecr`` run, so that running ``ecr`` after
     the main job only predicts. The RL policies (``checkpoints/rl``) are not copied: the
-    stages there are ECR's own, trained before RL."""
+    stages there are ECR's own, trained before RL. The source is kept in ``reused_from.json``
+    so that a resumed run still reports it."""
     import logging
 
     from crsbench.runs import twin_run
 
     mine = Path(context.checkpoint_dir)
+    marker = mine / REUSED_FROM
     if (mine / "stage2_recommendation" / DONE).exists():
-        return None
+        return json.loads(marker.read_text())["run"] if marker.exists() else None
     wanted = json.loads(json.dumps(cfg))  # as config.json stores it (tuples are lists)
 
     def same_ecr(config: dict) -> bool:
@@ -100,6 +105,11 @@ def reuse_rl_twin(cfg: dict, context) -> str | None:
     other = twin_run(context.run_dir, "ecr", "ecr-rl", same_ecr)
     if other is None or not (other / "checkpoints" / "responses" / "done").exists():
         return None
-    shutil.copytree(other / "checkpoints", mine, dirs_exist_ok=True, ignore=shutil.ignore_patterns("rl"))
-    logging.getLogger(__name__).info("reusing the ECR checkpoints of %s", other)
+    mine.mkdir(parents=True, exist_ok=True)
+    tmp = mine / f".{REUSED_FROM}.tmp{os.getpid()}"  # first: a copy cut short still names its source
+    tmp.write_text(json.dumps({"run": str(other)}))
+    os.replace(tmp, marker)
+    shutil.copytree(other / "checkpoints", mine, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("rl", REUSED_FROM))
+    logging.getLogger("crsbench").info("reusing the ECR checkpoints of %s", other)
     return str(other)
